@@ -1,0 +1,56 @@
+"""An exact, parameter-free "VAE" for tiny worlds: pixel-unshuffle by a factor f.
+
+[3, H, W] in [-1, 1] -> [3 f^2, H/f, W/f]; decode is the exact inverse, so a teacher trained in this
+latent space learns pixels directly. It mimics the diffusers VAE API used by the backbones
+(``encode(x).latent_dist.mode()``, ``decode(z).sample``, ``config.scaling_factor``, ``save_pretrained``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _Dist:
+    def __init__(self, z):
+        self._z = z
+
+    def mode(self):
+        return self._z
+
+    def sample(self, generator=None):
+        return self._z
+
+
+class PixelUnshuffleVAE(nn.Module):
+    def __init__(self, factor: int = 4, scaling_factor: float = 1.0):
+        super().__init__()
+        self.factor = int(factor)
+        self.config = SimpleNamespace(scaling_factor=float(scaling_factor), factor=self.factor, latent_channels=3 * self.factor**2)
+        self.register_buffer("_dtype_probe", torch.zeros(()), persistent=False)
+
+    @property
+    def dtype(self):
+        return self._dtype_probe.dtype
+
+    def encode(self, x):
+        return SimpleNamespace(latent_dist=_Dist(F.pixel_unshuffle(x, self.factor)))
+
+    def decode(self, z):
+        return SimpleNamespace(sample=F.pixel_shuffle(z, self.factor))
+
+    def save_pretrained(self, path):
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        cfg = {"_class_name": type(self).__name__, "factor": self.factor, "scaling_factor": self.config.scaling_factor}
+        (p / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path):
+        cfg = json.loads((Path(path) / "config.json").read_text())
+        return cls(factor=cfg["factor"], scaling_factor=cfg.get("scaling_factor", 1.0))

@@ -1,0 +1,311 @@
+"""Adapter for diffusers ``UNet3DConditionModel`` teachers (ModelScope / Zeroscope layout).
+
+A teacher is a local folder::
+
+    MODEL_DIR/
+      unet/config.json + diffusion_pytorch_model.safetensors   (UNet3DConditionModel)
+      vae/config.json  + diffusion_pytorch_model.safetensors   (AutoencoderKL, or our PixelUnshuffleVAE)
+      text_encoder/config.json + model.safetensors             (CLIPTextModel)
+      tokenizer/                                               (any transformers tokenizer)
+      scheduler/scheduler_config.json                          (beta schedule, prediction_type)
+
+``tiny_components`` builds the same classes with tiny random configs (and a word-level tokenizer
+built locally) so that every code path runs on a CPU without downloads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..diffusion import make_alphas_cumprod
+from .base import GuidedDenoiser, VideoBackbone
+from .pixel_vae import PixelUnshuffleVAE
+
+EXPECTED_LAYOUT = (
+    "unet/{config.json, diffusion_pytorch_model.safetensors}, vae/{config.json, *.safetensors}, "
+    "text_encoder/{config.json, model.safetensors}, tokenizer/, scheduler/scheduler_config.json"
+)
+
+
+class UNet3DDenoiser(nn.Module):
+    """``forward(z [B,C,F,h,w], t [B], cond [B,L,D]) -> model output`` around a UNet3DConditionModel."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, z_t, t, cond):
+        return self.unet(z_t, t, encoder_hidden_states=cond, return_dict=False)[0]
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """Fail early, naming the path and the expected layout, if a teacher folder is incomplete."""
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"teacher folder {str(p)!r} does not exist; expected a diffusers layout: {EXPECTED_LAYOUT}")
+    missing = [
+        sub
+        for sub in ("unet/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer", "scheduler/scheduler_config.json")
+        if not (p / sub).exists()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"teacher folder {str(p)!r} is missing {', '.join(missing)}; expected a diffusers layout: {EXPECTED_LAYOUT}"
+        )
+    return p
+
+
+def _load_vae(vae_dir: Path):
+    cfg = json.loads((vae_dir / "config.json").read_text())
+    if cfg.get("_class_name") == PixelUnshuffleVAE.__name__:
+        return PixelUnshuffleVAE.from_pretrained(vae_dir)
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(vae_dir)
+
+
+class UNet3DBackbone(VideoBackbone):
+    """ModelScope-style teacher: UNet3DConditionModel + 2D VAE applied per frame + CLIP text encoder."""
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, gradient_checkpointing: bool = False):
+        super().__init__()
+        self.teacher = UNet3DDenoiser(unet)
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        for m in (self.teacher, self.vae, self.text_encoder):
+            m.requires_grad_(False)
+            m.eval()
+        self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
+        self.num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
+        ac = make_alphas_cumprod(
+            scheduler_config.get("beta_schedule", "scaled_linear"),
+            self.num_train_timesteps,
+            scheduler_config.get("beta_start", 0.00085),
+            scheduler_config.get("beta_end", 0.012),
+        )
+        self.register_buffer("alphas_cumprod", ac, persistent=False)
+        self.latent_channels = unet.config.in_channels
+        self.gradient_checkpointing = gradient_checkpointing
+        self._null_cache: torch.Tensor | None = None
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, gradient_checkpointing: bool = False, dtype=torch.float32):
+        from diffusers import UNet3DConditionModel
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        p = check_model_dir(path)
+        unet = UNet3DConditionModel.from_pretrained(p / "unet", torch_dtype=dtype)
+        vae = _load_vae(p / "vae").to(dtype)
+        text_encoder = CLIPTextModel.from_pretrained(p / "text_encoder", torch_dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(p / "tokenizer")
+        sched = json.loads((p / "scheduler" / "scheduler_config.json").read_text())
+        bb = cls(unet, vae, text_encoder, tokenizer, sched, gradient_checkpointing)
+        bb.model_dir = str(p)
+        return bb
+
+    def save_pretrained(self, path, unet: nn.Module | None = None):
+        """Write the diffusers layout (optionally with another UNet, e.g. a trained one)."""
+        p = Path(path)
+        (unet or self.teacher.unet).save_pretrained(p / "unet")
+        self.vae.save_pretrained(p / "vae")
+        self.text_encoder.save_pretrained(p / "text_encoder")
+        self.tokenizer.save_pretrained(p / "tokenizer")
+        (p / "scheduler").mkdir(parents=True, exist_ok=True)
+        (p / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
+
+    # ---- interface -----------------------------------------------------------------------
+    @property
+    def device(self):
+        return self.alphas_cumprod.device
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        ids = tok.input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def null_cond(self, batch_size: int) -> torch.Tensor:
+        if self._null_cache is None or self._null_cache.device != self.device:
+            self._null_cache = self.encode_text([""])
+        return self._null_cache.expand(batch_size, -1, -1)
+
+    @property
+    def vae_scale(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 1.0))
+
+    def _spatial_factor(self) -> int:
+        if isinstance(self.vae, PixelUnshuffleVAE):
+            return self.vae.factor
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def latent_shape(self, num_frames, height, width):
+        f = self._spatial_factor()
+        return (self.latent_channels, num_frames, height // f, width // f)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Per-frame VAE encode (posterior mean, so encoding is deterministic) times the scale."""
+        b, f = video.shape[:2]
+        x = video.reshape(b * f, *video.shape[2:]).to(self.device, self.vae.dtype)
+        z = self.vae.encode(x).latent_dist.mode() * self.vae_scale
+        return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        b, c, f = z.shape[:3]
+        x = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, *z.shape[3:]) / self.vae_scale
+        out = self.vae.decode(x.to(self.vae.dtype)).sample
+        return out.reshape(b, f, *out.shape[1:]).clamp(-1, 1)
+
+    def make_student(self) -> GuidedDenoiser:
+        unet = copy.deepcopy(self.teacher.unet)
+        unet.requires_grad_(True)
+        unet.train()
+        if self.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        return GuidedDenoiser(UNet3DDenoiser(unet), unet.time_embedding, unet.time_embedding.linear_2.out_features)
+
+    def trainable_teacher(self) -> nn.Module:
+        """The teacher denoiser itself made trainable (plain diffusion training)."""
+        self.teacher.requires_grad_(True)
+        self.teacher.train()
+        if self.gradient_checkpointing:
+            self.teacher.unet.enable_gradient_checkpointing()
+        return self.teacher
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny configs of the same classes (tests, toy world)
+# ---------------------------------------------------------------------------------------------
+TOY_WORDS = (
+    "a an the red green blue yellow circle square triangle moving left right up down standing still "
+    "fast slow small big on plain textured background"
+).split()
+
+
+def build_word_tokenizer(words=TOY_WORDS, max_length: int = 16):
+    """A word-level tokenizer built locally (no hub): [PAD]=0, [UNK]=1, [BOS]=2, [EOS]=3, then words."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3}
+    for w in words:
+        vocab.setdefault(w.lower(), len(vocab))
+    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        model_max_length=max_length,
+    )
+
+
+def tiny_components(
+    seed: int = 0,
+    block_out_channels=(32, 64),
+    latent_channels: int = 4,
+    vae: str = "autoencoder_kl",
+    pixel_factor: int = 4,
+    text_dim: int = 32,
+    prediction_type: str = "epsilon",
+    attention_head_dim: int = 8,
+    layers_per_block: int = 1,
+):
+    """(unet, vae, text_encoder, tokenizer, scheduler_config) with tiny random configs.
+
+    ``vae='autoencoder_kl'``: a tiny AutoencoderKL (factor 2, ``latent_channels``);
+    ``vae='pixel_unshuffle'``: the exact invertible PixelUnshuffleVAE (latent channels 3*f^2).
+    """
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_word_tokenizer()
+    te_cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=text_dim,
+        intermediate_size=2 * text_dim,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=tokenizer.model_max_length,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    text_encoder = CLIPTextModel(te_cfg)
+    if vae == "pixel_unshuffle":
+        vae_m = PixelUnshuffleVAE(factor=pixel_factor)
+        latent_channels = 3 * pixel_factor**2
+    elif vae == "autoencoder_kl":
+        vae_m = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            latent_channels=latent_channels,
+            norm_num_groups=8,
+            sample_size=32,
+        )
+    else:
+        raise ValueError(f"unknown tiny vae {vae!r}; expected 'autoencoder_kl' or 'pixel_unshuffle'")
+    n = len(block_out_channels)
+    unet = UNet3DConditionModel(
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=("CrossAttnDownBlock3D",) * (n - 1) + ("DownBlock3D",),
+        up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (n - 1),
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        norm_num_groups=min(8, block_out_channels[0]),
+        cross_attention_dim=text_dim,
+        attention_head_dim=attention_head_dim,
+    )
+    sched = {
+        "_class_name": "DDIMScheduler",
+        "num_train_timesteps": 1000,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "prediction_type": prediction_type,
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+    }
+    return unet, vae_m, text_encoder, tokenizer, sched
+
+
+def tiny_backbone(**kwargs) -> UNet3DBackbone:
+    gc = kwargs.pop("gradient_checkpointing", False)
+    unet, vae, te, tok, sched = tiny_components(**kwargs)
+    return UNet3DBackbone(unet, vae, te, tok, sched, gradient_checkpointing=gc)
+
+
+def write_tiny_model_dir(path, **kwargs) -> Path:
+    """Create a complete tiny teacher folder in the ModelScope/diffusers layout."""
+    bb = tiny_backbone(**kwargs)
+    bb.save_pretrained(path)
+    return Path(path)

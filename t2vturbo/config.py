@@ -1,0 +1,145 @@
+"""Typed schema of the Hydra config. Every group is checked against it before any heavy work, so
+an unknown key (a typo in a yaml file or an override) fails at once with the key's full name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class TinyModelConfig:
+    vae: str = "pixel_unshuffle"  # pixel_unshuffle | autoencoder_kl
+    pixel_factor: int = 4
+    latent_channels: int = 4
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    text_dim: int = 32
+    prediction_type: str = "epsilon"
+    seed: int = 0
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    rank: int = 64
+    alpha: int = 64
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+
+@dataclass
+class ModelConfig:
+    family: str = "unet3d"
+    # Local teacher folder. null -> build the tiny random config below (tests, toy teacher training).
+    path: str | None = None
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    num_frames: int = 8
+    height: int = 32
+    width: int = 32
+
+
+@dataclass
+class DataConfig:
+    kind: str = "toy"  # toy
+    num_samples: int = 1_000_000
+    textured: bool = False
+    caption_dropout: float = 0.1  # diffusion objective only (CFG training)
+    num_workers: int = 0
+    validation_prompts: list[str] = field(
+        default_factory=lambda: ["a red circle moving left", "a blue square moving up", "a green triangle moving right"]
+    )
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "consistency_distillation"  # consistency_distillation | diffusion
+    num_ddim_timesteps: int = 200
+    skip: int = 1  # grid points per solver step (k)
+    w_min: float = 5.0
+    w_max: float = 15.0
+    guidance_form: str = "lcm"  # lcm: cond + w(cond-uncond); imagen: uncond + w(cond-uncond)
+    loss: str = "huber"  # huber | l2
+    huber_c: float = 0.001
+    target: str = "ema"  # ema | student (no-grad student)
+    ema_decay: float = 0.95
+    sigma_data: float = 0.5
+    timestep_scaling: float = 10.0
+
+
+@dataclass
+class GuidanceConfig:
+    motion: bool = False  # motion guidance (issue: motion guidance); off in the core
+    eta: float = 0.0
+
+
+@dataclass
+class RewardConfig:
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200
+    micro_batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16
+    gradient_checkpointing: bool = False
+    log_every: int = 10
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    eval_every: int = 0
+    eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    max_nan_skips: int = 20
+    export: bool = True
+    export_dir: str | None = None  # where the final model goes (default: OUTPUT_DIR/export)
+    progress: bool = True
+
+
+@dataclass
+class RootConfig:
+    experiment_name: str = "toy"
+    output_dir: str = "outputs/toy"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def validate(cfg: DictConfig | dict) -> DictConfig:
+    """Merge into the typed schema; unknown keys and wrong types raise ConfigError naming the key."""
+    raw = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)) if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    raw.pop("hydra", None)
+    schema = OmegaConf.structured(RootConfig)
+    try:
+        merged = OmegaConf.merge(schema, raw)
+    except Exception as e:  # omegaconf's errors carry full_key
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"invalid config key {key!r}: {e}".replace("\n", " ")) from None
+    o = merged.objective
+    if o.name not in ("consistency_distillation", "diffusion"):
+        raise ConfigError(f"objective.name={o.name!r}: expected consistency_distillation or diffusion")
+    if o.target not in ("ema", "student"):
+        raise ConfigError(f"objective.target={o.target!r}: expected 'ema' or 'student'")
+    if merged.train.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision={merged.train.precision!r}: expected fp32 or bf16")
+    if not 0.0 <= o.ema_decay <= 1.0:
+        raise ConfigError(f"objective.ema_decay={o.ema_decay} must be in [0, 1]")
+    if o.w_min > o.w_max:
+        raise ConfigError(f"objective.w_min={o.w_min} > objective.w_max={o.w_max}")
+    return merged

@@ -1,0 +1,1 @@
+"""Objectives, DeepSpeed engine, EMA, checkpoints, logging and the training loop."""

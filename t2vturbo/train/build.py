@@ -1,0 +1,58 @@
+"""Build components from the (validated) config, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..backbones import UNet3DBackbone, check_model_dir, tiny_backbone
+
+
+def check_paths(cfg):
+    """Fail before any heavy work if a weight path is missing (names the key and the path)."""
+    if cfg.model.path is not None:
+        try:
+            check_model_dir(cfg.model.path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"model.path: {e}") from None
+
+
+def build_backbone(model_cfg, gradient_checkpointing: bool = False, device="cpu", dtype=torch.float32):
+    if model_cfg.family not in ("unet3d", "modelscope", "zeroscope"):
+        raise ValueError(f"model.family={model_cfg.family!r}: available: unet3d")
+    if model_cfg.path is None:
+        t = model_cfg.tiny
+        bb = tiny_backbone(
+            seed=t.seed,
+            vae=t.vae,
+            pixel_factor=t.pixel_factor,
+            latent_channels=t.latent_channels,
+            block_out_channels=tuple(t.block_out_channels),
+            layers_per_block=t.layers_per_block,
+            attention_head_dim=t.attention_head_dim,
+            text_dim=t.text_dim,
+            prediction_type=t.prediction_type,
+            gradient_checkpointing=gradient_checkpointing,
+        )
+    else:
+        bb = UNet3DBackbone.from_pretrained(Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing)
+        bb.model_dir = str(Path(model_cfg.path).resolve())
+    return bb.to(device=device, dtype=dtype) if dtype != torch.float32 else bb.to(device)
+
+
+def build_dataset(cfg):
+    d = cfg.data
+    if d.kind == "toy":
+        from ..data.toy import ToyClipDataset
+
+        if cfg.model.height != cfg.model.width:
+            raise ValueError("data.kind=toy renders square clips: set model.height == model.width")
+        return ToyClipDataset(
+            num_samples=d.num_samples,
+            num_frames=cfg.model.num_frames,
+            size=cfg.model.height,
+            seed=cfg.seed,
+            textured=d.textured,
+        )
+    raise ValueError(f"data.kind={d.kind!r}: available: toy")

@@ -1,0 +1,125 @@
+"""Atomic, resumable checkpoints around DeepSpeed's own.
+
+Layout of ``OUTPUT_DIR/checkpoints``::
+
+    step-00000100/            DeepSpeed tag dir (model + optimizer states, per rank)
+        trainer_state.json    step, data position, counters
+        ema.safetensors       EMA weights (when the target is an EMA network)
+        rng_rank{r}.json      per-rank RNG states
+    latest                    name of the newest *complete* checkpoint
+
+A checkpoint is written into ``.tmp-step-N`` and renamed when every rank has finished; ``latest`` is
+replaced with ``os.replace``. A crash mid-write leaves the previous checkpoint and ``latest`` intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+
+def _barrier():
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _rank():
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def rng_state() -> dict:
+    st = {
+        "python": repr(random.getstate()),
+        "numpy": [str(x) if i == 0 else (x.tolist() if hasattr(x, "tolist") else x) for i, x in enumerate(np.random.get_state())],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return st
+
+
+def set_rng_state(st: dict):
+    import ast
+
+    random.setstate(ast.literal_eval(st["python"]))
+    np_state = st["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
+
+
+def tag_for(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def latest_tag(ckpt_dir: str | os.PathLike) -> str | None:
+    f = Path(ckpt_dir) / "latest"
+    if not f.exists():
+        return None
+    tag = f.read_text().strip()
+    if not (Path(ckpt_dir) / tag / "trainer_state.json").exists():
+        raise RuntimeError(f"checkpoint {Path(ckpt_dir) / tag} named by {f} is incomplete (no trainer_state.json)")
+    return tag
+
+
+def save(engine, ckpt_dir, step: int, state: dict, ema=None, keep: int = 2):
+    """Collective: every rank calls it."""
+    ckpt_dir = Path(ckpt_dir)
+    tag = tag_for(step)
+    tmp_tag = ".tmp-" + tag
+    rank = _rank()
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(ckpt_dir / tmp_tag, ignore_errors=True)
+    _barrier()
+    engine.save_checkpoint(str(ckpt_dir), tag=tmp_tag, save_latest=False)
+    d = ckpt_dir / tmp_tag
+    (d / f"rng_rank{rank}.json").write_text(json.dumps(rng_state()))
+    _barrier()
+    if rank == 0:
+        if ema is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, str(d / "ema.safetensors"))
+        (d / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        final = ckpt_dir / tag
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(d, final)
+        tmp_latest = ckpt_dir / ".latest.tmp"
+        tmp_latest.write_text(tag)
+        os.replace(tmp_latest, ckpt_dir / "latest")
+        prune(ckpt_dir, keep)
+    _barrier()
+    return ckpt_dir / tag
+
+
+def prune(ckpt_dir: Path, keep: int):
+    if keep <= 0:
+        return
+    tags = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    for old in tags[:-keep]:
+        shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+
+
+def load(engine, ckpt_dir, ema=None) -> dict | None:
+    """Load the newest complete checkpoint into engine/EMA/RNG; returns its trainer state or None."""
+    tag = latest_tag(ckpt_dir)
+    if tag is None:
+        return None
+    d = Path(ckpt_dir) / tag
+    engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if ema is not None:
+        ema.load_state_dict(load_file(str(d / "ema.safetensors")))
+    rng_file = d / f"rng_rank{_rank()}.json"
+    if rng_file.exists():
+        set_rng_state(json.loads(rng_file.read_text()))
+    state = json.loads((d / "trainer_state.json").read_text())
+    state["tag"] = tag
+    return state

@@ -1,0 +1,74 @@
+"""Distributed setup and the DeepSpeed engine (one wrapper, no rewrite of the model)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Initialise torch.distributed from the usual env variables (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT); a single process gets defaults. NCCL on GPU, gloo on CPU."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            os.environ["MASTER_PORT"] = str(_free_port())
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def device_for(local_rank: int) -> torch.device:
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def build_ds_config(train_cfg, ds_overrides: dict, world_size: int) -> dict:
+    cfg = {
+        "train_micro_batch_size_per_gpu": int(train_cfg.micro_batch_size),
+        "gradient_accumulation_steps": int(train_cfg.grad_accum),
+        "train_batch_size": int(train_cfg.micro_batch_size * train_cfg.grad_accum * world_size),
+        "gradient_clipping": float(train_cfg.clip_grad),
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "zero_optimization": {"stage": 0},
+    }
+    if train_cfg.precision == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    for k, v in (ds_overrides or {}).items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def initialize(module, train_cfg, ds_overrides: dict, world_size: int):
+    import deepspeed
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        params,
+        lr=train_cfg.lr,
+        betas=tuple(train_cfg.betas),
+        weight_decay=train_cfg.weight_decay,
+    )
+    ds_config = build_ds_config(train_cfg, ds_overrides, world_size)
+    engine, optimizer, _, _ = deepspeed.initialize(model=module, optimizer=opt, config=ds_config)
+    return engine, optimizer, ds_config

@@ -1,0 +1,297 @@
+"""The training loop: one config in, components built once, a short loop, DeepSpeed as a wrapper."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from . import checkpoint as ckpt
+from .build import build_backbone, build_dataset, check_paths
+from .ema import EMA
+from .engine import device_for, init_distributed, initialize
+from .logger import MetricLogger
+from .lora import add_lora, mark_trainable, merge_lora
+from .objectives import ConsistencyDistillation, DiffusionTraining
+
+log = logging.getLogger("t2vturbo")
+
+STUDENT_FILE = "student.safetensors"
+STUDENT_META = "t2vturbo_student.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _all_true(flag: bool, device) -> bool:
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+class Trainer:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        check_paths(cfg)
+        self.rank, self.world, local_rank = init_distributed()
+        self.device = device_for(local_rank)
+        tc = cfg.train
+        self.dtype = torch.bfloat16 if tc.precision == "bf16" else torch.float32
+        self.out = Path(cfg.output_dir)
+        self.is_cd = cfg.objective.name == "consistency_distillation"
+
+        self.bb = build_backbone(cfg.model, tc.gradient_checkpointing, self.device, self.dtype)
+        self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
+        if self.is_cd:
+            self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed)
+            module = self.bb.make_student()
+            lcfg = cfg.model.lora
+            if lcfg.enabled:
+                add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+            mark_trainable(module, lcfg.enabled)
+            self.ema = EMA(module, cfg.objective.ema_decay) if cfg.objective.target == "ema" else None
+        else:
+            self.objective = DiffusionTraining(cfg.objective, self.bb, cfg.seed, cfg.data.caption_dropout)
+            module = self.bb.trainable_teacher()
+            self.ema = None
+        module.to(self.device)
+        self.engine, self.optimizer, self.ds_config = initialize(module, tc, OmegaConf.to_container(cfg.deepspeed), self.world)
+        self.dataset = build_dataset(cfg)
+        self.logger = MetricLogger(self.out, enabled=self.rank == 0)
+        self.step = 0
+        self.micro = 0  # global micro-batches consumed (the data position)
+        self.skipped = 0
+        self._stop_signal = None
+        self._resume()
+
+    # ---- state ---------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self):
+        return self.out / "checkpoints"
+
+    def _resume(self):
+        st = ckpt.load(self.engine, self.ckpt_dir, self.ema)
+        if st is not None:
+            self.step, self.micro, self.skipped = st["step"], st["micro"], st.get("skipped", 0)
+            if self.rank == 0:
+                log.info("resumed from %s (step %d)", self.ckpt_dir / st["tag"], self.step)
+
+    def save_checkpoint(self):
+        state = {"step": self.step, "micro": self.micro, "skipped": self.skipped, "world_size": self.world}
+        return ckpt.save(self.engine, self.ckpt_dir, self.step, state, self.ema, self.cfg.train.keep_checkpoints)
+
+    # ---- data ----------------------------------------------------------------------------
+    def positions(self, micro: int) -> list[int]:
+        mb = self.cfg.train.micro_batch_size
+        base = micro * mb * self.world + self.rank * mb
+        return list(range(base, base + mb))
+
+    def batch(self, positions):
+        items = [self.dataset[p % len(self.dataset)] for p in positions]
+        video = torch.stack([it["video"] for it in items])
+        captions = [it["caption"] for it in items]
+        return {"video": video, "caption": captions, "positions": positions}
+
+    # ---- one micro-batch -----------------------------------------------------------------
+    def micro_loss(self, batch):
+        z0 = self.bb.encode_video(batch["video"].to(self.device, self.dtype))
+        cond = self.bb.encode_text(batch["caption"])
+        uncond = self.bb.null_cond(len(batch["caption"]))
+        d = self.objective.draws(batch["positions"], self.latent_shape)
+        if self.is_cd:
+            eta = torch.full((z0.shape[0],), float(self.cfg.guidance.eta))
+            target_net = self.ema.model if self.ema is not None else self.engine.module
+            return self.objective.loss(self.engine, target_net, z0, cond, uncond, d, eta, batch)
+        return self.objective.loss(self.engine, z0, cond, uncond, d)
+
+    # ---- loop ----------------------------------------------------------------------------
+    def _install_signals(self):
+        def handler(signum, frame):
+            self._stop_signal = signum
+
+        for s in (signal.SIGUSR1, signal.SIGTERM):
+            try:
+                signal.signal(s, handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def train(self):
+        tc = self.cfg.train
+        self._install_signals()
+        bar = None
+        if self.rank == 0 and tc.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tc.max_steps, initial=self.step, desc=self.cfg.experiment_name, dynamic_ncols=True)
+        t_last, logs_acc = time.time(), {}
+        while self.step < tc.max_steps:
+            batch = self.batch(self.positions(self.micro))
+            self.micro += 1
+            loss, logs, _ = self.micro_loss(batch)
+            if not _all_true(bool(torch.isfinite(loss).item()), self.device):
+                self.skipped += 1
+                self.logger.log(self.step, {"skipped_nonfinite": self.skipped, "event": "nonfinite_loss"})
+                if self.skipped > tc.max_nan_skips:
+                    latest = ckpt.latest_tag(self.ckpt_dir) if self.ckpt_dir.exists() else None
+                    raise NonFiniteLossError(
+                        f"{self.skipped} non-finite losses (limit train.max_nan_skips={tc.max_nan_skips}); "
+                        f"last good checkpoint: {self.ckpt_dir / latest if latest else 'none'}"
+                    )
+                continue
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            self.engine.backward(loss)
+            own_norm = self._grad_norm() if boundary and self.engine.get_global_grad_norm() is None else None
+            self.engine.step()
+            for k, v in logs.items():
+                logs_acc[k] = logs_acc.get(k, 0.0) + float(v) / tc.grad_accum
+            if not boundary:
+                continue
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update(self.engine.module)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                dt = (time.time() - t_last) / max(1, tc.log_every if self.step % tc.log_every == 0 else 1)
+                gn = self.engine.get_global_grad_norm()
+                gn = own_norm if gn is None else gn
+                self.logger.log(
+                    self.step,
+                    {
+                        **logs_acc,
+                        "loss": loss.item(),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "grad_norm": float(gn) if gn is not None else float("nan"),
+                        "step_time": dt,
+                        "samples_per_s": tc.micro_batch_size * tc.grad_accum * self.world / dt,
+                        "skipped_nonfinite": self.skipped,
+                    },
+                )
+                t_last = time.time()
+            logs_acc = {}
+            if tc.eval_every and self.step % tc.eval_every == 0 and self.is_cd:
+                self.validate()
+            saved = False
+            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.max_steps:
+                self.save_checkpoint()
+                saved = True
+            if self._stop_signal is not None:
+                if not saved:
+                    self.save_checkpoint()
+                if self.rank == 0:
+                    log.warning("signal %s: checkpoint written at step %d, exiting", self._stop_signal, self.step)
+                break
+        if bar is not None:
+            bar.close()
+        if self.step >= tc.max_steps and tc.export:
+            self.export()
+        self.logger.close()
+        return self.step
+
+    def _grad_norm(self):
+        """Global grad norm before clipping (ZeRO-0 fp32, where DeepSpeed does not report it;
+        gradients are already averaged over ranks at the boundary)."""
+        if self.engine.zero_optimization_stage() > 0 or self.dtype != torch.float32:
+            return None
+        sq = [p.grad.detach().float().pow(2).sum() for p in self.engine.module.parameters() if p.grad is not None]
+        return torch.stack(sq).sum().sqrt().item() if sq else 0.0
+
+    # ---- validation and export -----------------------------------------------------------
+    def student_for_inference(self):
+        return self.ema.model if self.ema is not None else self.engine.module
+
+    @torch.no_grad()
+    def validate(self):
+        from ..data.video_io import write_video
+        from ..sample import sample_student
+
+        net = self.student_for_inference()
+        was_training = net.training
+        net.eval()
+        prompts = list(self.cfg.data.validation_prompts)
+        for steps in self.cfg.train.eval_steps:
+            video = sample_student(
+                self.bb, net, prompts, steps=steps, num_ddim_timesteps=self.cfg.objective.num_ddim_timesteps,
+                guidance=7.5, num_frames=self.cfg.model.num_frames, height=self.cfg.model.height,
+                width=self.cfg.model.width, seed=0, sigma_data=self.cfg.objective.sigma_data,
+                timestep_scaling=self.cfg.objective.timestep_scaling,
+            )
+            if self.rank == 0:
+                d = self.out / "samples" / f"step-{self.step:08d}"
+                d.mkdir(parents=True, exist_ok=True)
+                for i, v in enumerate(video):
+                    write_video(d / f"{steps}steps_{i}.mp4", v.float().cpu())
+                    self.logger.log_video(self.step, f"val/{steps}steps/{i}", v.float().cpu())
+        net.train(was_training)
+
+    def _gathered_state_dict(self, module):
+        params = list(module.parameters())
+        if any(hasattr(p, "ds_id") for p in params):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
+        return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
+
+    def export(self):
+        out = Path(self.cfg.train.export_dir or (self.out / "export"))
+        if self.is_cd:
+            import copy
+
+            src = self.student_for_inference()
+            sd = self._gathered_state_dict(src)
+            if self.rank == 0:
+                net = copy.deepcopy(self.bb.make_student())
+                if self.cfg.model.lora.enabled:
+                    add_lora(net.base, self.cfg.model.lora.rank, self.cfg.model.lora.alpha, self.cfg.model.lora.target_modules)
+                net.load_state_dict(sd)
+                if self.cfg.model.lora.enabled:
+                    merge_lora(net.base)
+                out.mkdir(parents=True, exist_ok=True)
+                teacher_dir = out / "teacher"
+                if getattr(self.bb, "model_dir", None) is None and not teacher_dir.exists():
+                    self.bb.save_pretrained(teacher_dir)  # tiny random teacher: keep it with the student
+                meta = {
+                    "family": self.cfg.model.family,
+                    "teacher_path": getattr(self.bb, "model_dir", None) or str(teacher_dir.resolve()),
+                    "prediction_type": self.bb.prediction_type,
+                    "num_ddim_timesteps": self.cfg.objective.num_ddim_timesteps,
+                    "sigma_data": self.cfg.objective.sigma_data,
+                    "timestep_scaling": self.cfg.objective.timestep_scaling,
+                    "num_frames": self.cfg.model.num_frames,
+                    "height": self.cfg.model.height,
+                    "width": self.cfg.model.width,
+                    "weights": "ema" if self.ema is not None else "student",
+                    "step": self.step,
+                    "config": OmegaConf.to_container(self.cfg),
+                }
+                tmp = out / (STUDENT_FILE + ".tmp")
+                save_file({k: v.contiguous().float() for k, v in net.state_dict().items()}, str(tmp))
+                tmp.replace(out / STUDENT_FILE)
+                (out / STUDENT_META).write_text(json.dumps(meta, indent=2))
+        else:
+            sd = self._gathered_state_dict(self.engine.module)
+            if self.rank == 0:
+                import copy
+
+                teacher = copy.deepcopy(self.bb.teacher)
+                teacher.load_state_dict(sd)
+                self.bb.save_pretrained(out, unet=teacher.unet)
+                (out / "t2vturbo_teacher.json").write_text(
+                    json.dumps({"step": self.step, "config": OmegaConf.to_container(self.cfg)}, indent=2)
+                )
+        if dist.is_initialized():
+            dist.barrier()
+        if self.rank == 0:
+            log.info("exported to %s", out)
+        return out
