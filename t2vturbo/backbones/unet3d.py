@@ -44,6 +44,42 @@ class UNet3DDenoiser(nn.Module):
         return self.unet(z_t, t, encoder_hidden_states=cond, return_dict=False)[0]
 
 
+_CKPT_CLASSES: dict[type, type] = {}
+
+
+def _checkpointed_class(cls: type) -> type:
+    """A subclass of ``cls`` whose forward is recomputed in backward while grad is enabled.
+    (A class, not an instance attribute, so ``copy.deepcopy`` of the model stays correct.)"""
+    if cls not in _CKPT_CLASSES:
+        from torch.utils.checkpoint import checkpoint
+
+        def forward(self, *args, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(super(sub, self).forward, *args, use_reentrant=False, **kwargs)
+            return super(sub, self).forward(*args, **kwargs)
+
+        sub = type(f"Checkpointed{cls.__name__}", (cls,), {"forward": forward})
+        _CKPT_CLASSES[cls] = sub
+    return _CKPT_CLASSES[cls]
+
+
+def enable_block_checkpointing(unet: nn.Module) -> None:
+    """Activation checkpointing for UNet3DConditionModel, whose diffusers class does not support
+    ``enable_gradient_checkpointing``: each down/mid/up block is recomputed in backward
+    (non-reentrant ``torch.utils.checkpoint``)."""
+    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+        if type(block) not in _CKPT_CLASSES.values():
+            block.__class__ = _checkpointed_class(type(block))
+
+
+def disable_dropout(module: nn.Module) -> None:
+    """Set every dropout probability to 0 (a consistency student should be deterministic, like its
+    target; diffusers UNet3D has p=0.1 in its temporal convolutions)."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
 def check_model_dir(path: str | os.PathLike) -> Path:
     """Fail early, naming the path and the expected layout, if a teacher folder is incomplete."""
     p = Path(path)
@@ -171,12 +207,14 @@ class UNet3DBackbone(VideoBackbone):
         out = self.vae.decode(x.to(self.vae.dtype)).sample
         return out.reshape(b, f, *out.shape[1:]).clamp(-1, 1)
 
-    def make_student(self) -> GuidedDenoiser:
+    def make_student(self, dropout: bool = False) -> GuidedDenoiser:
         unet = copy.deepcopy(self.teacher.unet)
         unet.requires_grad_(True)
         unet.train()
+        if not dropout:
+            disable_dropout(unet)
         if self.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
+            enable_block_checkpointing(unet)
         return GuidedDenoiser(UNet3DDenoiser(unet), unet.time_embedding, unet.time_embedding.linear_2.out_features)
 
     def trainable_teacher(self) -> nn.Module:
@@ -184,7 +222,7 @@ class UNet3DBackbone(VideoBackbone):
         self.teacher.requires_grad_(True)
         self.teacher.train()
         if self.gradient_checkpointing:
-            self.teacher.unet.enable_gradient_checkpointing()
+            enable_block_checkpointing(self.teacher.unet)
         return self.teacher
 
 

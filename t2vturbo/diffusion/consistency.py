@@ -91,6 +91,8 @@ def lcm_sampling_timesteps(num_steps: int, num_ddim_timesteps: int = 200, num_tr
     grid point (N=200, S=4 -> 999, 749, 499, 249)."""
     if not 1 <= num_steps <= num_ddim_timesteps:
         raise ValueError(f"steps must be in [1, {num_ddim_timesteps}], got {num_steps}")
+    if num_train_timesteps % num_ddim_timesteps:
+        raise ValueError(f"num_ddim_timesteps={num_ddim_timesteps} must divide num_train_timesteps={num_train_timesteps}")
     step = num_train_timesteps // num_ddim_timesteps
     grid = torch.arange(1, num_ddim_timesteps + 1, dtype=torch.long) * step - 1  # ascending
     stride = num_ddim_timesteps // num_steps
@@ -121,7 +123,7 @@ def consistency_sample(
     def randn(shp):  # drawn on the generator's device, then moved: same numbers on CPU and GPU
         return torch.randn(shp, generator=generator, device=gen_dev, dtype=dtype).to(device)
 
-    z = noise.to(device) if noise is not None else randn(shape)
+    z = noise.to(device, dtype) if noise is not None else randn(shape)
     ts = [int(t) for t in timesteps]
     x0 = z
     for i, t in enumerate(ts):

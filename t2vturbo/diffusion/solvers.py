@@ -82,5 +82,7 @@ def ddim_sample(
 def ddim_sampling_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> torch.Tensor:
     """Descending DDIM sampling timesteps, ``leading`` spacing + steps_offset 1 as in SD/ModelScope
     (50 steps -> 981, 961, ..., 1)."""
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"steps must be in [1, {num_train_timesteps}], got {num_steps}")
     step = num_train_timesteps // num_steps
     return torch.arange(num_steps - 1, -1, -1, dtype=torch.long) * step + 1

@@ -38,7 +38,11 @@ def build_backbone(model_cfg, gradient_checkpointing: bool = False, device="cpu"
     else:
         bb = UNet3DBackbone.from_pretrained(Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing)
         bb.model_dir = str(Path(model_cfg.path).resolve())
-    return bb.to(device=device, dtype=dtype) if dtype != torch.float32 else bb.to(device)
+    bb.to(device)
+    if dtype != torch.float32:  # cast the networks only: the schedule stays float32
+        for m in (bb.teacher, bb.vae, bb.text_encoder):
+            m.to(dtype)
+    return bb
 
 
 def build_dataset(cfg):

@@ -27,6 +27,16 @@ STUDENT_FILE = "student.safetensors"
 STUDENT_META = "t2vturbo_student.json"
 
 
+def seed_everything(seed: int):
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 class NonFiniteLossError(RuntimeError):
     pass
 
@@ -43,6 +53,7 @@ class Trainer:
         self.cfg = cfg
         check_paths(cfg)
         self.rank, self.world, local_rank = init_distributed()
+        seed_everything(cfg.seed)  # same initial student (w/eta projections) on every rank and run
         self.device = device_for(local_rank)
         tc = cfg.train
         self.dtype = torch.bfloat16 if tc.precision == "bf16" else torch.float32

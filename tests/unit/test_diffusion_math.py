@@ -463,7 +463,9 @@ def test_boundary_scalings_match_diffusers_lcm():
 
 def test_boundary_scalings_numpy_custom_sigma():
     ts = np.array([0, 1, 2, 5, 50, 999])
-    c_skip, c_out = scalings_for_boundary_conditions(torch.from_numpy(ts), sigma_data=0.7, timestep_scaling=3.0)
+    c_skip, c_out = scalings_for_boundary_conditions(
+        torch.from_numpy(ts), sigma_data=0.7, timestep_scaling=3.0
+    )
     ref_skip, ref_out = np_scalings(ts, 0.7, 3.0)
     np.testing.assert_allclose(c_skip.double().numpy(), ref_skip, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(c_out.double().numpy(), ref_out, rtol=1e-6, atol=1e-12)
@@ -504,11 +506,15 @@ def test_pseudo_huber_asymptotics():
     c = 0.001
     b = torch.zeros(SHAPE)
     big = randn(*SHAPE, seed=26) * 10 + 5  # |d| >> c
-    assert pseudo_huber_loss(big, b, c).item() == pytest.approx(big.abs().double().mean().item() - c, rel=1e-6)
+    assert pseudo_huber_loss(big, b, c).item() == pytest.approx(
+        big.abs().double().mean().item() - c, rel=1e-6
+    )
     tiny = randn(*SHAPE, seed=27) * 1e-4  # |d| << c: ~ d^2 / (2c)
     ref = float((tiny.double() ** 2 / (2 * c)).mean())
     assert pseudo_huber_loss(tiny, b, c).item() == pytest.approx(ref, rel=1e-2)
-    assert pseudo_huber_loss(tiny, b, c).item() == pytest.approx(np_pseudo_huber(tiny.numpy(), 0.0, c), rel=1e-4)
+    assert pseudo_huber_loss(tiny, b, c).item() == pytest.approx(
+        np_pseudo_huber(tiny.numpy(), 0.0, c), rel=1e-4
+    )
     assert pseudo_huber_loss(b, b, c).item() == 0.0
 
 
@@ -532,7 +538,9 @@ def test_l2_loss_numpy_reference():
 
 def test_consistency_loss_dispatch():
     a, b = randn(*SHAPE, seed=32), randn(*SHAPE, seed=33)
-    assert consistency_loss(a, b).item() == pytest.approx(np_pseudo_huber(a.numpy(), b.numpy(), 0.001), rel=1e-6)
+    assert consistency_loss(a, b).item() == pytest.approx(
+        np_pseudo_huber(a.numpy(), b.numpy(), 0.001), rel=1e-6
+    )
     assert consistency_loss(a, b, "huber", huber_c=0.05).item() == pytest.approx(
         np_pseudo_huber(a.numpy(), b.numpy(), 0.05), rel=1e-6
     )
@@ -556,7 +564,9 @@ def test_apply_cfg_forms():
     for w in (0.5, 3.0, 7.5):
         lcm = apply_cfg(cond, uncond, w, "lcm")
         np.testing.assert_allclose(lcm.double().numpy(), c + w * (c - u), rtol=0, atol=1e-5)
-        np.testing.assert_allclose(apply_cfg(cond, uncond, w, "imagen").double().numpy(), u + w * (c - u), atol=1e-5)
+        np.testing.assert_allclose(
+            apply_cfg(cond, uncond, w, "imagen").double().numpy(), u + w * (c - u), atol=1e-5
+        )
         torch.testing.assert_close(lcm, apply_cfg(cond, uncond, w + 1.0, "imagen"), rtol=0, atol=1e-5)
     assert torch.equal(apply_cfg(cond, uncond, 2.0), apply_cfg(cond, uncond, 2.0, "lcm"))  # default = lcm
     with pytest.raises(ValueError):
@@ -582,13 +592,34 @@ def test_apply_cfg_per_sample_w_broadcast():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_scalar_embedding_matches_diffusers_pipeline():
-    from diffusers import LatentConsistencyModelPipeline  # heavy import, only here
+def _diffusers_guidance_embedding():
+    """diffusers' ``LatentConsistencyModelPipeline.get_guidance_scale_embedding``, verbatim.
 
+    Importing the pipeline pulls in transformers (~3 s), so the method's source is lifted from the
+    installed diffusers file with ``ast`` and compiled on its own (it does not use ``self``)."""
+    import ast
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(importlib.util.find_spec("diffusers").origin).parent
+    path = root / "pipelines" / "latent_consistency_models" / "pipeline_latent_consistency_text2img.py"
+    tree = ast.parse(path.read_text())
+    cls = next(
+        n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LatentConsistencyModelPipeline"
+    )
+    fn = next(
+        n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "get_guidance_scale_embedding"
+    )
+    ns = {"torch": torch}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(path), "exec"), ns)
+    return ns["get_guidance_scale_embedding"]
+
+
+def test_scalar_embedding_matches_diffusers_pipeline():
+    ref_fn = _diffusers_guidance_embedding()
     w = torch.tensor([0.0, 0.3, 1.0, 2.0, 7.5, 15.0])
     for dim in (256, 512, 257):
-        # the method does not use ``self``
-        ref = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, embedding_dim=dim)
+        ref = ref_fn(None, w, embedding_dim=dim)
         torch.testing.assert_close(scalar_embedding(w, dim=dim), ref, rtol=0, atol=1e-6)
 
 
@@ -701,7 +732,9 @@ def test_consistency_sample_oracle(steps, prediction_type):
         eps = (z - a * X) / s  # the eps that makes z consistent with x0 = X
         return {"sample": X, "epsilon": eps, "v_prediction": a * eps - s * X}[prediction_type]
 
-    out = consistency_sample(model, SHAPE, ts, ab, prediction_type, generator=torch.Generator().manual_seed(7))
+    out = consistency_sample(
+        model, SHAPE, ts, ab, prediction_type, generator=torch.Generator().manual_seed(7)
+    )
     expected, zs = _expected_consistency_sample(X, 7, ts.tolist(), SHAPE)
     assert out.shape == SHAPE and out.dtype == torch.float32
     np.testing.assert_allclose(out.double().numpy(), expected, rtol=0, atol=2e-5)
@@ -716,8 +749,14 @@ def test_consistency_sample_oracle(steps, prediction_type):
 def test_consistency_sample_float64(ab64):
     X = randn(*SHAPE, seed=41, dtype=torch.float64)
     ts = lcm_sampling_timesteps(4, 200)
+
+    def model(z, t):  # epsilon oracle: its dtype follows the sampler's latents
+        assert z.dtype == torch.float64  # initial and re-noised latents are drawn in ``dtype``
+        a, s = alpha_sigma(ab64, t, z)
+        return (z - a * X) / s
+
     out = consistency_sample(
-        lambda z, t: X, SHAPE, ts, ab64, "sample", generator=torch.Generator().manual_seed(3), dtype=torch.float64
+        model, SHAPE, ts, ab64, "epsilon", generator=torch.Generator().manual_seed(3), dtype=torch.float64
     )
     assert out.dtype == torch.float64
     expected, _ = _expected_consistency_sample(X, 3, ts.tolist(), SHAPE, dtype=torch.float64)
@@ -733,8 +772,12 @@ def test_consistency_sample_boundary_scaling_visible_at_small_t():
     t = torch.tensor([4])  # c_skip(4) = 0.25 / 1600.25
     out = consistency_sample(lambda z, tt: X, SHAPE, t, ab, "sample", noise=noise)
     cs, co = np_scalings(4)
-    np.testing.assert_allclose(out.double().numpy(), cs * noise.double().numpy() + co * X.double().numpy(), atol=1e-6)
-    assert torch.equal(consistency_sample(lambda z, tt: X, SHAPE, torch.tensor([0]), ab, "sample", noise=noise), noise)
+    np.testing.assert_allclose(
+        out.double().numpy(), cs * noise.double().numpy() + co * X.double().numpy(), atol=1e-6
+    )
+    assert torch.equal(
+        consistency_sample(lambda z, tt: X, SHAPE, torch.tensor([0]), ab, "sample", noise=noise), noise
+    )
 
 
 def test_consistency_sample_seeding():
@@ -745,7 +788,9 @@ def test_consistency_sample_seeding():
         return 0.5 * z
 
     def run(seed):
-        return consistency_sample(model, SHAPE, ts, ab, "epsilon", generator=torch.Generator().manual_seed(seed))
+        return consistency_sample(
+            model, SHAPE, ts, ab, "epsilon", generator=torch.Generator().manual_seed(seed)
+        )
 
     assert torch.equal(run(0), run(0))
     assert not torch.allclose(run(0), run(1))

@@ -1,0 +1,67 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny, fast distillation settings shared by the trainer tests (a 0.46 M-parameter UNet3D,
+# 4 frames of 16x16 -> 48x4x4x4 latents).
+TINY = [
+    "model.tiny.block_out_channels=[16,32]",
+    "model.num_frames=4",
+    "model.height=16",
+    "model.width=16",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.eval_every=0",
+]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_distill(overrides, nproc: int = 1, timeout: float = 600, wait: bool = True, extra_env=None):
+    """Run ``python -m t2vturbo.distill`` as ``nproc`` ranks wired by torch.distributed env vars."""
+    port = free_port()
+    procs = []
+    for r in range(nproc):
+        env = dict(os.environ)
+        env.update(
+            RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+        )
+        env.update(extra_env or {})
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "t2vturbo.distill", *overrides],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+        )
+    if not wait:
+        return procs
+    outs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=timeout)
+        outs.append(out)
+    for p, out in zip(procs, outs):
+        if p.returncode != 0:
+            raise AssertionError(f"distill rank exited {p.returncode}:\n{out[-6000:]}")
+    return outs
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory):
+    """A tiny random teacher folder (diffusers layout) shared by the trainer tests."""
+    from t2vturbo.backbones import write_tiny_model_dir
+
+    d = tmp_path_factory.mktemp("teacher")
+    write_tiny_model_dir(d, vae="pixel_unshuffle", block_out_channels=(16, 32))
+    return d
