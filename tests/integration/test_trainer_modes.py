@@ -1,0 +1,123 @@
+"""Trainer modes: NaN losses, LoRA, ZeRO-3 on 2 ranks, bf16, the diffusion objective."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY, launch_distill
+from t2vturbo.config import validate
+
+
+def tiny_cfg(teacher_dir, out, **train):
+    return validate({
+        "output_dir": str(out),
+        "model": {"path": str(teacher_dir), "num_frames": 4, "height": 16, "width": 16},
+        "train": {"log_every": 1, "progress": False, "micro_batch_size": 2, "lr": 1e-3, **train},
+    })
+
+
+def metrics(out_dir):
+    return [json.loads(ln) for ln in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_nonfinite_losses_are_skipped_and_counted(tiny_teacher_dir, tmp_path, monkeypatch):
+    from t2vturbo.train.objectives import ConsistencyDistillation
+    from t2vturbo.train.trainer import Trainer
+
+    orig = ConsistencyDistillation.loss
+    bad_micro = {1, 3}
+
+    def loss(self, student, target, z0, cond, uncond, d, eta, batch=None):
+        out = orig(self, student, target, z0, cond, uncond, d, eta, batch)
+        if batch["positions"][0] // 2 in bad_micro:
+            return (out[0] * float("nan"), *out[1:])
+        return out
+
+    monkeypatch.setattr(ConsistencyDistillation, "loss", loss)
+    t = Trainer(tiny_cfg(tiny_teacher_dir, tmp_path / "run", max_steps=4, ckpt_every=2))
+    assert t.train() == 4
+    assert t.skipped == 2 and t.micro == 6
+    rows = metrics(tmp_path / "run")
+    assert sum(r.get("event") == "nonfinite_loss" for r in rows) == 2
+    assert [r["skipped_nonfinite"] for r in rows if "loss_cd" in r][-1] == 2
+    sd = load_file(str(tmp_path / "run" / "export" / "student.safetensors"))
+    assert all(torch.isfinite(v).all() for v in sd.values())
+
+
+def test_too_many_nonfinite_losses_abort_with_last_checkpoint_intact(tiny_teacher_dir, tmp_path, monkeypatch):
+    from t2vturbo.train import checkpoint as ckpt
+    from t2vturbo.train.objectives import ConsistencyDistillation
+    from t2vturbo.train.trainer import NonFiniteLossError, Trainer
+
+    orig = ConsistencyDistillation.loss
+
+    def loss(self, *args, **kwargs):
+        out = orig(self, *args, **kwargs)
+        if kwargs.get("batch", args[-1] if len(args) > 6 else None)["positions"][0] >= 4:  # from micro 2 on
+            return (out[0] * float("nan"), *out[1:])
+        return out
+
+    monkeypatch.setattr(ConsistencyDistillation, "loss", loss)
+    run = tmp_path / "run"
+    t = Trainer(tiny_cfg(tiny_teacher_dir, run, max_steps=10, ckpt_every=2, max_nan_skips=3))
+    with pytest.raises(NonFiniteLossError, match="step-00000002"):
+        t.train()
+    assert ckpt.latest_tag(run / "checkpoints") == "step-00000002"
+    state = json.loads((run / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["micro"] == 2
+    sd = load_file(str(run / "checkpoints" / "step-00000002" / "ema.safetensors"))
+    assert all(torch.isfinite(v).all() for v in sd.values())
+    assert not (run / "export").exists()
+
+
+def test_lora_student_distils_and_exports_merged(tiny_teacher_dir, tmp_path):
+    out = tmp_path / "lora"
+    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "train.max_steps=3",
+                           "train.micro_batch_size=2", "model.lora.enabled=true", "model.lora.rank=4",
+                           "model.lora.alpha=4", "objective.target=student", "train.lr=1e-2", "train.ckpt_every=0"])
+    from t2vturbo.backbones import UNet3DBackbone
+    from t2vturbo.sample import load_student
+
+    sd = load_file(str(out / "export" / "student.safetensors"))
+    assert not any("lora_" in k for k in sd)
+    bb, net, meta = load_student(out)
+    teacher = UNet3DBackbone.from_pretrained(tiny_teacher_dir).teacher.unet.state_dict()
+    changed = [k for k in teacher if not torch.equal(teacher[k], sd["base.unet." + k])]
+    assert changed and all(any(t in k for t in ("to_q", "to_k", "to_v", "to_out")) for k in changed)
+
+
+def test_zero3_two_ranks_and_bf16(tiny_teacher_dir, tmp_path):
+    z3 = tmp_path / "z3"
+    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={z3}", "train.max_steps=2",
+                           "train.micro_batch_size=1", "deepspeed=zero3", "train.ckpt_every=1"], nproc=2)
+    sd = load_file(str(z3 / "export" / "student.safetensors"))
+    assert all(v.numel() > 0 and torch.isfinite(v).all() for v in sd.values())
+    # resume a ZeRO-3 run from its checkpoint on the same world size
+    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={z3}", "train.max_steps=3",
+                           "train.micro_batch_size=1", "deepspeed=zero3", "train.ckpt_every=1"], nproc=2)
+    assert [r["step"] for r in metrics(z3) if "loss_cd" in r] == [1, 2, 3]
+    bf = tmp_path / "bf16"
+    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={bf}", "train.max_steps=2",
+                           "train.micro_batch_size=2", "train.precision=bf16", "train.ckpt_every=0"])
+    rows = [r for r in metrics(bf) if "loss_cd" in r]
+    assert len(rows) == 2 and all(isinstance(r["loss_cd"], float) for r in rows)
+
+
+def test_diffusion_objective_trains_and_exports_teacher_folder(tmp_path):
+    out = tmp_path / "teacher_run"
+    export = tmp_path / "toy_teacher"
+    launch_distill(TINY + ["objective=diffusion", f"output_dir={out}", f"train.export_dir={export}",
+                           "train.max_steps=25", "train.micro_batch_size=4", "train.lr=2e-3", "train.ckpt_every=0",
+                           "model.tiny.prediction_type=sample"])
+    rows = [r for r in metrics(out) if "loss_diffusion" in r]
+    first = sum(r["loss_diffusion"] for r in rows[:5]) / 5
+    last = sum(r["loss_diffusion"] for r in rows[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    from t2vturbo.backbones import UNet3DBackbone
+
+    bb = UNet3DBackbone.from_pretrained(export)
+    assert bb.prediction_type == "sample"
+    assert json.loads((export / "t2vturbo_teacher.json").read_text())["step"] == 25
