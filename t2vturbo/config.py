@@ -97,6 +97,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_every: int = 0
     eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    eval_guidance: float | None = None  # w for validation samples; default (w_min + w_max) / 2
     max_nan_skips: int = 20
     export: bool = True
     export_dir: str | None = None  # where the final model goes (default: OUTPUT_DIR/export)

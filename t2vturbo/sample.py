@@ -107,7 +107,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m t2vturbo.sample", description=__doc__.split("\n")[0])
     ap.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     ap.add_argument("--prompts-file", help="text file, one prompt per line")
-    ap.add_argument("--checkpoint", help="export folder (or a run's output dir); default: newest under outputs/")
+    ap.add_argument("--checkpoint", help="export folder (or a run's output dir; with --teacher also a teacher "
+                    "folder); default: newest under outputs/")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--guidance", type=float, default=7.5, help="w (LCM form: cond + w (cond - uncond))")
@@ -116,6 +117,9 @@ def main(argv=None):
     ap.add_argument("--teacher", action="store_true", help="sample the teacher with DDIM + CFG instead")
     ap.add_argument("--fps", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--num-frames", type=int, help="default: the training run's")
+    ap.add_argument("--height", type=int, help="default: the training run's")
+    ap.add_argument("--width", type=int, help="default: the training run's")
     args = ap.parse_args(argv)
 
     prompts = list(args.prompt)
@@ -127,8 +131,19 @@ def main(argv=None):
     if ckpt is None:
         print("no distilled student found under outputs/: run `make distill` (or pass --checkpoint DIR)", file=sys.stderr)
         return 2
-    bb, net, meta = load_student(ckpt, args.device)
-    kw = dict(num_frames=meta["num_frames"], height=meta["height"], width=meta["width"], seed=args.seed)
+    if args.teacher and (ckpt / "unet" / "config.json").exists():  # a teacher folder itself
+        from .backbones import load_backbone
+
+        bb, net = load_backbone("unet3d", str(ckpt)).to(args.device), None
+        meta = {"num_frames": 8, "height": 32, "width": 32}
+    else:
+        bb, net, meta = load_student(ckpt, args.device)
+    kw = dict(
+        num_frames=args.num_frames or meta["num_frames"],
+        height=args.height or meta["height"],
+        width=args.width or meta["width"],
+        seed=args.seed,
+    )
     if args.teacher:
         video = sample_teacher(bb, prompts, steps=args.steps, guidance=args.guidance, **kw)
     else:

@@ -227,13 +227,15 @@ class Trainer:
         from ..sample import sample_student
 
         net = self.student_for_inference()
+        o = self.cfg.objective
+        self.eval_guidance = self.cfg.train.eval_guidance if self.cfg.train.eval_guidance is not None else (o.w_min + o.w_max) / 2
         was_training = net.training
         net.eval()
         prompts = list(self.cfg.data.validation_prompts)
         for steps in self.cfg.train.eval_steps:
             video = sample_student(
                 self.bb, net, prompts, steps=steps, num_ddim_timesteps=self.cfg.objective.num_ddim_timesteps,
-                guidance=7.5, num_frames=self.cfg.model.num_frames, height=self.cfg.model.height,
+                guidance=self.eval_guidance, num_frames=self.cfg.model.num_frames, height=self.cfg.model.height,
                 width=self.cfg.model.width, seed=0, sigma_data=self.cfg.objective.sigma_data,
                 timestep_scaling=self.cfg.objective.timestep_scaling,
             )

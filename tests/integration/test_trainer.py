@@ -9,11 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import REPO, TINY, launch_distill
+from safetensors.torch import load_file
 
 
 def metrics(out_dir):

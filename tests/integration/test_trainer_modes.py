@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, launch_distill
 from safetensors.torch import load_file
 
-from conftest import TINY, launch_distill
 from t2vturbo.config import validate
 
 

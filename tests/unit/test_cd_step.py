@@ -51,7 +51,7 @@ def reference_loss(bb, z0, cond, uncond, d, student, target, skip=1, c=0.001):
         x0_hat, eps_hat = x0_c + w * (x0_c - x0_u), eps_c + w * (eps_c - eps_u)
         z_prev = a_e * x0_hat + s_e * eps_hat
 
-        def f(net, zz, t, a, s):
+        def f(net, zz, t, a, s, i=i, w=w):
             out = net(zz[None].float(), torch.tensor([t]), cond[i : i + 1], torch.tensor([w]), torch.zeros(1)).double()[0]
             x0 = (zz - s * out) / a
             c_skip = 0.25 / ((10 * t) ** 2 + 0.25)

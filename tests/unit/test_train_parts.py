@@ -91,9 +91,8 @@ def test_validate_unknown_key_and_values():
 
 
 def test_hydra_tree_composes_and_validates():
-    from hydra import compose, initialize_config_dir
-
     from conftest import REPO
+    from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         for overrides in ([], ["experiment=toy"], ["experiment=toy_teacher"], ["deepspeed=zero3", "objective=diffusion"],

@@ -1,0 +1,1 @@
+"""Evaluation: ToyBench, analytic pixel-based scoring of toy-world videos."""

@@ -1,0 +1,261 @@
+"""ToyBench: prompt adherence of a student (or teacher) on the 60 toy-world prompts.
+
+``python -m t2vturbo.eval.toybench --checkpoint OUTPUT_DIR/export --steps 4``
+``python -m t2vturbo.eval.toybench --teacher --checkpoint TEACHER_DIR --steps 50``
+
+Samples videos for a deterministic (seeded) selection of the held-out toy prompts and scores
+them with the analytic pixel metrics of :mod:`t2vturbo.eval.toy_metrics` (colour, shape and
+direction accuracy; their mean is ``score``), plus dynamic degree, flicker and background
+cleanliness.  Prints one summary line and optionally writes a JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.toy import held_out_prompts
+from .toy_metrics import aggregate, score_clip
+
+__all__ = ["DEFAULT_GUIDANCE", "format_summary", "main", "run_toybench", "select_prompts"]
+
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_STEPS = {"student": 4, "teacher": 50}
+# Sampling defaults used when neither an export's meta nor the caller says otherwise.
+_DEFAULTS = {
+    "num_frames": 8,
+    "height": 32,
+    "width": 32,
+    "num_ddim_timesteps": 200,
+    "sigma_data": 0.5,
+    "timestep_scaling": 10.0,
+}
+
+
+def select_prompts(num_prompts: int | None = None, seed: int = 0) -> list[str]:
+    """The first ``num_prompts`` of a seeded shuffle of :func:`held_out_prompts` (all 60 if None)."""
+    prompts = held_out_prompts()
+    n = len(prompts) if num_prompts is None else int(num_prompts)
+    if not 1 <= n <= len(prompts):
+        raise ValueError(f"num_prompts must be in [1, {len(prompts)}], got {num_prompts}")
+    order = np.random.default_rng(int(seed)).permutation(len(prompts))
+    return [prompts[i] for i in order[:n]]
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
+    """Temporarily put ``module`` in eval mode (restoring each submodule's flag afterwards)."""
+    if module is None:
+        yield
+        return
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, f in flags:
+            m.training = f
+
+
+def _sync(device: torch.device | str | None) -> None:
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+
+
+def run_toybench(
+    bb,
+    net=None,
+    steps: int = 4,
+    guidance: float = DEFAULT_GUIDANCE,
+    prompts: Sequence[str] | None = None,
+    *,
+    samples_per_prompt: int = 1,
+    seed: int = 0,
+    batch_size: int = 16,
+    meta: dict[str, Any] | None = None,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    eta: float = 0.0,
+    num_ddim_timesteps: int | None = None,
+    sigma_data: float | None = None,
+    timestep_scaling: float | None = None,
+    return_samples: bool = False,
+) -> dict[str, Any]:
+    """Sample and score; returns the :func:`~t2vturbo.eval.toy_metrics.aggregate` dict plus
+    ``steps, seconds, sampling_seconds, guidance, num_prompts, samples_per_prompt, who``.
+
+    ``net`` is a student (:class:`GuidedDenoiser`), sampled with the multistep consistency
+    sampler; ``net=None`` samples the teacher of ``bb`` with DDIM + CFG.  ``prompts`` default
+    to all 60 held-out prompts in :func:`select_prompts` order.  Each prompt gets
+    ``samples_per_prompt`` videos; batch ``b`` (of ``batch_size`` videos) uses seed
+    ``seed + b``.  Sampling settings come from the keyword arguments, else ``meta`` (an
+    export's ``t2vturbo_student.json``), else 8 frames of 32x32 and the trainer defaults.
+    The student is sampled in eval mode and its train/eval flags are restored afterwards.
+    With ``return_samples`` the per-clip results are included under ``"samples"``.
+    """
+    from ..sample import sample_student, sample_teacher
+
+    meta = dict(meta or {})
+
+    def opt(name: str, value):
+        if value is not None:
+            return value
+        return meta.get(name, _DEFAULTS[name])
+
+    nf, h, w = int(opt("num_frames", num_frames)), int(opt("height", height)), int(opt("width", width))
+    prompts = list(select_prompts() if prompts is None else prompts)
+    if not prompts:
+        raise ValueError("run_toybench needs at least one prompt")
+    if samples_per_prompt < 1 or batch_size < 1:
+        raise ValueError("samples_per_prompt and batch_size must be >= 1")
+    jobs = [p for p in prompts for _ in range(int(samples_per_prompt))]
+    who = "teacher" if net is None else "student"
+    device = getattr(bb, "device", None)
+
+    t0 = time.perf_counter()
+    sampling = 0.0
+    results: list[dict[str, Any]] = []
+    ctx = _eval_mode(net if net is not None else getattr(bb, "teacher", None))
+    with ctx, torch.no_grad():
+        for b, start in enumerate(range(0, len(jobs), batch_size)):
+            batch = jobs[start : start + batch_size]
+            ts = time.perf_counter()
+            if net is None:
+                video = sample_teacher(bb, batch, steps=steps, guidance=guidance, num_frames=nf, height=h, width=w,
+                                       seed=seed + b)
+            else:
+                video = sample_student(
+                    bb, net, batch, steps=steps,
+                    num_ddim_timesteps=int(opt("num_ddim_timesteps", num_ddim_timesteps)),
+                    guidance=guidance, eta=eta, num_frames=nf, height=h, width=w, seed=seed + b,
+                    sigma_data=float(opt("sigma_data", sigma_data)),
+                    timestep_scaling=float(opt("timestep_scaling", timestep_scaling)),
+                )
+            _sync(device)
+            video = video.detach().float().cpu()
+            sampling += time.perf_counter() - ts
+            for p, v in zip(batch, video):
+                results.append(score_clip(v, p))
+    out: dict[str, Any] = dict(aggregate(results))
+    out.update(
+        steps=int(steps),
+        seconds=time.perf_counter() - t0,
+        sampling_seconds=sampling,
+        guidance=float(guidance),
+        num_prompts=len(prompts),
+        samples_per_prompt=int(samples_per_prompt),
+        seed=int(seed),
+        num_frames=nf,
+        height=h,
+        width=w,
+        who=who,
+    )
+    if return_samples:
+        out["samples"] = results
+    return out
+
+
+def format_summary(res: dict[str, Any]) -> str:
+    """One line: ``ToyBench student steps=4 score=0.912 color=1.000 ... seconds=12.3``."""
+    return (
+        f"ToyBench {res.get('who', '?')} steps={res['steps']} score={res['score']:.3f} "
+        f"color={res['color_acc']:.3f} shape={res['shape_acc']:.3f} direction={res['direction_acc']:.3f} "
+        f"dynamic={res['dynamic_degree']:.2f} flicker={res['flicker']:.3f} "
+        f"background={res['background_clean']:.3f} seconds={res['seconds']:.1f}"
+    )
+
+
+def _find_meta(d: Path) -> Path | None:
+    from ..sample import STUDENT_META
+
+    for cand in (d / STUDENT_META, d / "export" / STUDENT_META):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _load(args) -> tuple[Any, Any, dict[str, Any], Path]:
+    """(bb, net or None, meta, checkpoint path) for the CLI."""
+    from ..backbones import load_backbone
+    from ..sample import find_latest_export, load_student
+
+    ckpt = Path(args.checkpoint) if args.checkpoint else find_latest_export()
+    if ckpt is None:
+        raise FileNotFoundError(
+            "no distilled student found under outputs/: run `make distill` (or pass --checkpoint DIR)"
+        )
+    if not args.teacher:
+        bb, net, meta = load_student(ckpt, args.device)
+        return bb, net, meta, ckpt
+    if (ckpt / "unet" / "config.json").exists():  # a teacher folder itself
+        return load_backbone("unet3d", str(ckpt)).to(args.device), None, {}, ckpt
+    meta_f = _find_meta(ckpt)
+    if meta_f is None:
+        raise FileNotFoundError(
+            f"{str(ckpt)!r} is neither a teacher folder (unet/config.json) nor a student export "
+            "(t2vturbo_student.json)"
+        )
+    meta = json.loads(meta_f.read_text())
+    bb = load_backbone(meta.get("family", "unet3d"), meta["teacher_path"]).to(args.device)
+    return bb, None, meta, ckpt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m t2vturbo.eval.toybench", description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", help="student export folder (or a run's output dir); with --teacher a "
+                    "teacher folder or an export (its teacher_path); default: newest export under outputs/")
+    ap.add_argument("--teacher", action="store_true", help="benchmark the teacher (DDIM + CFG) instead")
+    ap.add_argument("--steps", type=int, help="sampling steps (default: 4 student, 50 teacher)")
+    ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="w (LCM form: cond + w (cond - uncond))")
+    ap.add_argument("--eta", type=float, default=0.0, help="motion-guidance strength embedding (student)")
+    ap.add_argument("--num-prompts", type=int, default=len(held_out_prompts()),
+                    help="first P prompts of a seeded shuffle of the 60 held-out prompts (default: all)")
+    ap.add_argument("--samples-per-prompt", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="prompt shuffle and sampling noise seed")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--num-frames", type=int, help="default: the training run's (8 for a bare teacher)")
+    ap.add_argument("--height", type=int, help="default: the training run's (32 for a bare teacher)")
+    ap.add_argument("--width", type=int, help="default: the training run's (32 for a bare teacher)")
+    args = ap.parse_args(argv)
+
+    if args.samples_per_prompt < 1 or args.batch_size < 1:
+        ap.error("--samples-per-prompt and --batch-size must be >= 1")
+    try:
+        prompts = select_prompts(args.num_prompts, args.seed)
+    except ValueError as e:
+        ap.error(str(e))
+    try:
+        bb, net, meta, ckpt = _load(args)
+    except FileNotFoundError as e:
+        print(str(e).strip("'\""), file=sys.stderr)
+        return 2
+    who = "teacher" if args.teacher else "student"
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS[who]
+    res = run_toybench(
+        bb, net, steps=steps, guidance=args.guidance, prompts=prompts,
+        samples_per_prompt=args.samples_per_prompt, seed=args.seed, batch_size=args.batch_size, meta=meta,
+        num_frames=args.num_frames, height=args.height, width=args.width, eta=args.eta,
+    )
+    res["checkpoint"] = str(ckpt)
+    print(format_summary(res), flush=True)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

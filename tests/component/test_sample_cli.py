@@ -1,0 +1,253 @@
+"""Component tests for the sampling CLI (t2vturbo.sample) on a fake export folder (no training).
+
+The export folder is what ``Trainer.export()`` writes: ``student.safetensors`` (the student's
+state dict) and ``t2vturbo_student.json`` (family, teacher_path, schedule / sampler settings,
+clip size); the teacher is a tiny random model in the diffusers layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from t2vturbo.backbones.unet3d import UNet3DBackbone, write_tiny_model_dir
+from t2vturbo.diffusion import to_x0_eps
+from t2vturbo.sample import (
+    STUDENT_FILE,
+    STUDENT_META,
+    find_latest_export,
+    load_student,
+    main,
+    sample_student,
+)
+
+F, H, W = 8, 32, 32
+PROMPTS = ["a red circle moving left", "a blue square moving up"]
+
+try:
+    from t2vturbo.data.video_io import read_video
+except ImportError:  # pragma: no cover - fallback if the module is absent
+
+    def read_video(path):
+        import imageio.v3 as iio
+
+        return np.stack(list(iio.imiter(str(path))))
+
+
+def _write_export(export_dir: Path, teacher_path: Path, bb: UNet3DBackbone) -> Path:
+    net = bb.make_student()
+    # perturb the (zero-initialised) fuse layer so that w / eta actually change the output
+    with torch.no_grad():
+        torch.manual_seed(123)
+        net.fuse.weight.normal_(0, 0.02)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().float() for k, v in net.state_dict().items()}, str(export_dir / STUDENT_FILE))
+    meta = {
+        "family": "unet3d",
+        "teacher_path": str(teacher_path.resolve()),
+        "prediction_type": bb.prediction_type,
+        "num_ddim_timesteps": 200,
+        "sigma_data": 0.5,
+        "timestep_scaling": 10.0,
+        "num_frames": F,
+        "height": H,
+        "width": W,
+    }
+    (export_dir / STUDENT_META).write_text(json.dumps(meta, indent=2))
+    return export_dir
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """(run_dir, export_dir): run_dir/export holds a student exported from a tiny teacher."""
+    root = tmp_path_factory.mktemp("sample_cli")
+    teacher = write_tiny_model_dir(root / "teacher", vae="pixel_unshuffle")
+    bb = UNet3DBackbone.from_pretrained(teacher)
+    run_dir = root / "run"
+    export_dir = _write_export(run_dir / "export", teacher, bb)
+    return run_dir, export_dir
+
+
+@pytest.fixture(scope="module")
+def loaded(export):
+    bb, net, meta = load_student(export[1])
+    return bb, net, meta
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _printed_paths(capsys) -> list[Path]:
+    out = capsys.readouterr().out
+    return [Path(ln) for ln in out.splitlines() if ln.strip()]
+
+
+def _check_videos(paths: list[Path], n: int):
+    assert len(paths) == n
+    for p in paths:
+        assert p.suffix == ".mp4" and p.is_file(), p
+        v = read_video(p)
+        assert v.shape == (F, H, W, 3), (p, v.shape)
+        assert v.dtype == np.uint8
+
+
+def test_main_student_writes_decodable_mp4s(export, tmp_path, capsys):
+    run_dir, _ = export
+    out = tmp_path / "samples"
+    rc = main(["--checkpoint", str(run_dir), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1],
+               "--steps", "4", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    paths = _printed_paths(capsys)
+    _check_videos(paths, 2)
+    assert all(p.parent == out for p in paths)
+    assert all("student_4steps" in p.name for p in paths)
+    assert paths[0].name.startswith("000_") and paths[1].name.startswith("001_")
+
+
+def test_main_teacher(export, tmp_path, capsys):
+    run_dir, export_dir = export
+    out = tmp_path / "samples"
+    # the export folder itself is accepted as well as the run's output dir
+    rc = main(["--checkpoint", str(export_dir), "--prompt", PROMPTS[0], "--teacher", "--steps", "3",
+               "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    paths = _printed_paths(capsys)
+    _check_videos(paths, 1)
+    assert "teacher_3steps" in paths[0].name
+
+
+def test_main_prompts_file(export, tmp_path, capsys):
+    run_dir, _ = export
+    pf = tmp_path / "prompts.txt"
+    pf.write_text(f"{PROMPTS[0]}\n\n{PROMPTS[1]}\n")
+    rc = main(["--checkpoint", str(run_dir), "--prompts-file", str(pf), "--steps", "1",
+               "--out", str(tmp_path / "s"), "--device", "cpu"])
+    assert rc == 0
+    _check_videos(_printed_paths(capsys), 2)
+
+
+def test_checkpoint_without_meta_is_a_clear_error(tmp_path):
+    empty = tmp_path / "not_an_export"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError) as ei:
+        main(["--checkpoint", str(empty), "--prompt", PROMPTS[0], "--out", str(tmp_path / "s"), "--device", "cpu"])
+    msg = str(ei.value)
+    assert STUDENT_META in msg and STUDENT_FILE in msg and str(empty) in msg
+
+
+def test_no_prompt_is_an_argparse_error(export, tmp_path, capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["--checkpoint", str(export[0]), "--out", str(tmp_path / "s")])
+    assert ei.value.code == 2
+    assert "--prompt" in capsys.readouterr().err
+
+
+def test_default_checkpoint_missing_tells_to_run_make_distill(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no outputs/ here
+    rc = main(["--prompt", PROMPTS[0]])
+    assert rc == 2
+    assert "make distill" in capsys.readouterr().err
+    assert not (tmp_path / "samples").exists()
+
+
+# --------------------------------------------------------------------------------------------- find_latest_export
+def _touch_export(d: Path, mtime: float) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    meta = d / STUDENT_META
+    meta.write_text("{}")
+    os.utime(meta, (mtime, mtime))
+    return d
+
+
+def test_find_latest_export_picks_newest_by_mtime(tmp_path, monkeypatch):
+    now = time.time()
+    old = _touch_export(tmp_path / "outputs" / "a" / "export", now - 100)
+    new = _touch_export(tmp_path / "outputs" / "b" / "export", now - 10)
+    _touch_export(tmp_path / "outputs" / "c" / "deeper" / "export", now - 50)
+    assert find_latest_export(tmp_path / "outputs") == new
+    monkeypatch.chdir(tmp_path)
+    assert find_latest_export() == Path("outputs") / "b" / "export"
+    os.utime(old / STUDENT_META, (now, now))
+    assert find_latest_export(tmp_path / "outputs") == old
+    assert find_latest_export(tmp_path / "nothing_here") is None
+
+
+def test_default_checkpoint_uses_newest_export(export, tmp_path, monkeypatch, capsys):
+    _, export_dir = export
+    now = time.time()
+    _touch_export(tmp_path / "outputs" / "old" / "export", now - 100)  # not loadable: must not be picked
+    new = tmp_path / "outputs" / "new" / "export"
+    new.mkdir(parents=True)
+    for f in (STUDENT_FILE, STUDENT_META):
+        (new / f).write_bytes((export_dir / f).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    rc = main(["--prompt", PROMPTS[0], "--steps", "1", "--device", "cpu"])
+    assert rc == 0
+    paths = _printed_paths(capsys)
+    assert len(paths) == 1 and (tmp_path / paths[0]).is_file()
+
+
+# --------------------------------------------------------------------------------------------- sampler
+def test_load_student_roundtrip(export, loaded):
+    bb, net, meta = loaded
+    assert meta["num_frames"] == F and meta["family"] == "unet3d"
+    assert not net.training
+    assert bb.latent_shape(F, H, W) == (48, F, H // 4, W // 4)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(export[1] / STUDENT_FILE))
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
+
+
+def test_same_seed_same_latents_different_seed_differs(loaded):
+    bb, net, meta = loaded
+    kw = dict(steps=4, num_frames=F, height=H, width=W, decode=False)
+    a = sample_student(bb, net, PROMPTS, seed=7, **kw)
+    b = sample_student(bb, net, PROMPTS, seed=7, **kw)
+    c = sample_student(bb, net, PROMPTS, seed=8, **kw)
+    assert a.shape == (2, *bb.latent_shape(F, H, W))
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_decode_matches_decoding_the_latents(loaded):
+    bb, net, _ = loaded
+    kw = dict(steps=2, num_frames=F, height=H, width=W, seed=3)
+    z = sample_student(bb, net, PROMPTS[:1], decode=False, **kw)
+    v = sample_student(bb, net, PROMPTS[:1], decode=True, **kw)
+    assert v.shape == (1, F, 3, H, W)
+    torch.testing.assert_close(v, bb.decode_latents(z), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("guidance,eta", [(7.5, 0.0), (2.0, 0.3)])
+def test_one_step_equals_boundary_form_by_hand(loaded, guidance, eta):
+    """steps=1: x0 = c_skip(999) z + c_out(999) x0_pred(student(z, 999)) with z the seeded noise."""
+    bb, net, meta = loaded
+    seed, sd, s = 11, meta["sigma_data"], meta["timestep_scaling"]
+    got = sample_student(bb, net, PROMPTS, steps=1, num_ddim_timesteps=meta["num_ddim_timesteps"],
+                         guidance=guidance, eta=eta, num_frames=F, height=H, width=W, seed=seed,
+                         sigma_data=sd, timestep_scaling=s, decode=False)
+
+    shape = (2, *bb.latent_shape(F, H, W))
+    z = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seed))
+    t = torch.full((2,), 999, dtype=torch.long)
+    with torch.no_grad():
+        cond = bb.encode_text(PROMPTS)
+        out = net(z, t, cond, torch.full((2,), guidance), torch.full((2,), eta))
+    x0_pred, _ = to_x0_eps(out, z, t, bb.alphas_cumprod, bb.prediction_type)
+    st = s * 999.0
+    c_skip = sd**2 / (st**2 + sd**2)
+    c_out = st / (st**2 + sd**2) ** 0.5
+    want = c_skip * z + c_out * x0_pred
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # and the guidance embedding is really used (fuse was perturbed in the export)
+    with torch.no_grad():
+        out_w0 = net(z, t, cond, torch.zeros(2), torch.zeros(2))
+    assert (out - out_w0).abs().max() > 0
