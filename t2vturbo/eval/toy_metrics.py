@@ -15,18 +15,22 @@ Pipeline per frame
    ``[MIN_OBJECT_AREA, MAX_OBJECT_FRACTION * H * W]``: the biggest toy shape covers
    < 18 % of a frame, so a component covering > 40 % (pure noise, a solid-colour frame) is
    "no object" and the clip scores 0 on every accuracy.
+3. *Soft mask* (:func:`object_weights`): inside the component grown by 1 px, each pixel's
+   colour distance rescaled to [0, 1] between :data:`WEIGHT_FLOOR` and the object's
+   contrast.  On clean clips this is exactly the binary shape; on blurred / noisy samples
+   its moments stay close to the underlying shape's.  ``object_masks`` = weights >= 0.5.
 
 Classifiers (``None`` when nothing was detected, which never equals a prompt attribute):
 
-* colour: nearest palette colour to the per-channel median of all object pixels of all
-  frames; rejected (``None``) if farther than :data:`MAX_COLOR_DISTANCE` (Euclidean, 100)
-  from every palette colour (half the closest palette pair, red-yellow, is 85, so no palette
-  colour is ever rejected, while grey noise, median ~128, is);
-* shape: per-frame geometry of the object, majority vote over frames.  A square is
-  rasterised as an exact axis-aligned rectangle (fill ratio area / bbox area == 1), a circle
-  fills 0.67-0.92 of its box (never all four corners) and an (upward) triangle 0.50-0.67;
-  the triangle's centroid also sits 0.11-0.17 of the box height below the box centre while
-  circles and squares are vertically symmetric (|offset| <= 0.056).  See :func:`classify_shape_mask`;
+* colour: the palette colour closest to the per-channel median of all object pixels of all
+  frames, after the best contrast scale in [0.3, 1.3] along the line from BACKGROUND
+  (exact palette colours: plain Euclidean nearest; washed-out / blended ones still match);
+  ``None`` if the residual exceeds :data:`MAX_COLOR_DISTANCE` = 60 (the smallest residual
+  between two palette colours is 120, grey noise has >= 93 to all of them);
+* shape: per-frame moment features of the soft mask, majority vote over frames: the row
+  skewness separates the apex-up triangle (-0.57) from the symmetric circle and square (0),
+  and the diagonal-minus-axis kurtosis separates the square (+0.6) from the isotropic
+  circle (0).  Both are nearly blur-invariant.  See :func:`classify_shape_mask`;
 * direction: least-squares velocity of the object centroid over frame index; "still" when
   the fitted displacement over the clip, ``|v| * (t_last - t_first)``, is below
   :data:`STILL_DISPLACEMENT_PX` (3 px), else the dominant axis and its sign (image

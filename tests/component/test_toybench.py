@@ -18,7 +18,6 @@ from t2vturbo.data.toy import (
     SPEED_RANGE,
     ToyAttributes,
     ToyClipDataset,
-    caption,
     held_out_prompts,
     parse_caption,
     render_clip,
