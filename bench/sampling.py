@@ -13,12 +13,15 @@ teacher, student, teacher, student, ... after one warm-up of each.
   input, i.e. 100 UNet evaluations per video;
 * student: ``sample_student(steps=4)``: 4 UNet evaluations per video.
 
-So 100 / 4 = 25x is the bound on the speed-up from the denoising loop alone; the fixed costs that
-both pay once per batch (text encoding, VAE decoding, Python overhead) pull the end-to-end ratio
-below it, and a batch of 2B costing more or less than twice a batch of B moves it either way.
-The UNet evaluations are counted with forward hooks during the runs, not assumed, and a
-per-component breakdown (median of max(5, ``--repeats``) calls each) is reported next to the end-to-end
-figures.
+So 100 / 4 = 25x is the bound set by the UNet evaluations: the speed-up of the denoising loop when
+a UNet call on a batch of 2B costs exactly twice one on a batch of B (a ratio above or below 2
+moves it either way); the per-batch costs that both samplers pay once (text encoding, VAE
+decoding, Python overhead) pull the end-to-end ratio below it.
+The UNet evaluations are counted with forward hooks during the runs, not assumed. A breakdown
+(``--no-breakdown`` skips it) splits each run into the time inside the UNet calls (measured by the
+same hooks; on CPU during the timed runs themselves, on cuda in separate runs with the device
+synchronised around each call) and the time outside them, plus the median of separate
+text-encode and VAE-decode calls.
 
 Sizes:
   tiny (default): the tiny random configs of ``t2vturbo.backbones.unet3d.tiny_components``
@@ -152,19 +155,31 @@ def sync(device: torch.device):
 
 
 class EvalCounter:
-    """Counts UNet evaluations (sum of batch sizes) through a forward pre-hook."""
+    """Counts UNet evaluations (sum of batch sizes) with forward hooks; when ``timing`` is on, also
+    the time spent inside the UNet (synchronising the device around each call)."""
 
-    def __init__(self, module: torch.nn.Module):
-        self.samples = 0
-        self.calls = 0
-        module.register_forward_pre_hook(self._hook)
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        self.device = device
+        self.timing = False
+        self.reset()
+        module.register_forward_pre_hook(self._pre)
+        module.register_forward_hook(self._post)
 
-    def _hook(self, module, args):
+    def _pre(self, module, args):
         self.calls += 1
         self.samples += int(args[0].shape[0])
+        if self.timing:
+            sync(self.device)
+            self._t0 = time.perf_counter()
+
+    def _post(self, module, args, output):
+        if self.timing:
+            sync(self.device)
+            self.unet_s += time.perf_counter() - self._t0
 
     def reset(self):
         self.samples = self.calls = 0
+        self.unet_s = 0.0
 
 
 def timed(fn, device):
@@ -239,7 +254,7 @@ def parse_args(argv=None):
     ap.add_argument("--warmup-teacher-steps", type=int, default=2,
                     help="DDIM steps of the teacher warm-up run (same shapes as the timed runs)")
     ap.add_argument("--no-breakdown", action="store_true",
-                    help="skip the per-component timings (median of max(5, repeats) calls each)")
+                    help="skip the breakdown (time inside vs outside the UNet calls)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -274,7 +289,7 @@ def main(argv=None) -> int:
     net.to(device=device, dtype=dtype)
     build_s = time.perf_counter() - t0
     latent_shape = bb.latent_shape(frames, height, width)
-    teacher_count, student_count = EvalCounter(bb.teacher), EvalCounter(net.base)
+    teacher_count, student_count = EvalCounter(bb.teacher, device), EvalCounter(net.base, device)
 
     kw = dict(num_frames=frames, height=height, width=width, seed=args.seed)
 
@@ -296,16 +311,30 @@ def main(argv=None) -> int:
           f"student {t_warm_student:.2f}s", file=sys.stderr, flush=True)
 
     res = {
-        "teacher": {"times_s": [], "unet_calls": None, "unet_evals_per_video": None, "peak_mem_bytes": 0},
-        "student": {"times_s": [], "unet_calls": None, "unet_evals_per_video": None, "peak_mem_bytes": 0},
+        name: {"times_s": [], "unet_s": [], "unet_calls": None, "unet_evals_per_video": None, "peak_mem_bytes": 0}
+        for name in ("teacher", "student")
     }
+    samplers = (("teacher", run_teacher, teacher_count), ("student", run_student, student_count))
+
+    def one_run(name, fn, counter, instrumented):
+        counter.reset()
+        counter.timing = instrumented
+        dt, video, peak = timed(fn, device)
+        counter.timing = False
+        del video
+        return dt, counter, peak
+
+    # On CPU the hooks that time the UNet calls cost two perf_counter() calls each (no device to
+    # synchronise), so the timed runs themselves are instrumented; on cuda the synchronisation
+    # would remove CPU/GPU overlap, so the breakdown comes from separate runs afterwards.
+    in_situ = device.type != "cuda" and not args.no_breakdown
     for r in range(args.repeats):
-        for name, fn, counter in (("teacher", run_teacher, teacher_count), ("student", run_student, student_count)):
-            counter.reset()
-            dt, video, peak = timed(fn, device)
-            del video
+        for name, fn, counter in samplers:
+            dt, counter, peak = one_run(name, fn, counter, in_situ)
             e = res[name]
             e["times_s"].append(dt)
+            if in_situ:
+                e["unet_s"].append(counter.unet_s)
             e["unet_calls"] = counter.calls
             e["unet_evals_per_video"] = counter.samples / len(prompts)
             if peak is not None:
@@ -324,31 +353,35 @@ def main(argv=None) -> int:
 
     breakdown = None
     if not args.no_breakdown:
+        breakdown = {"source": "the timed runs (in situ)" if in_situ else f"{args.repeats} extra instrumented runs"}
+        for name, fn, counter in samplers:
+            if in_situ:
+                e2e, unet = res[name]["times_s"], res[name]["unet_s"]
+            else:
+                e2e, unet = [], []
+                for _ in range(args.repeats):
+                    dt, counter, _ = one_run(name, fn, counter, True)
+                    e2e.append(dt)
+                    unet.append(counter.unet_s)
+            unet_s = statistics.median(unet)
+            breakdown[name] = {
+                "unet_calls": res[name]["unet_calls"],
+                "unet_s": unet_s,
+                "unet_per_call_s": unet_s / res[name]["unet_calls"],
+                "outside_unet_s": statistics.median(t - u for t, u in zip(e2e, unet)),
+            }
+            res[name].pop("unet_s")
         k = max(5, args.repeats)
         with torch.no_grad():
-            cond = bb.encode_text(prompts)
-            b = cond.shape[0]
-            z = torch.randn((b, *latent_shape), generator=torch.Generator().manual_seed(1)).to(device, dtype)
-            t = torch.full((b,), 500, dtype=torch.long, device=device)
-            zz, tt, cc = torch.cat([z, z]), torch.cat([t, t]), torch.cat([cond, bb.null_cond(b)])
-            w = torch.full((b,), TEACHER_GUIDANCE)
-            eta = torch.zeros(b)
-            breakdown = {
-                "text_encode_s": median_time(lambda: bb.encode_text(prompts), device, k),
-                "teacher_unet_call_batch_2B_s": median_time(lambda: bb.teacher(zz, tt, cc), device, k),
-                "student_unet_call_batch_B_s": median_time(lambda: net(z, t, cond, w, eta), device, k),
-                "vae_decode_s": median_time(lambda: bb.decode_latents(z), device, k),
-            }
-        teacher_calls, student_calls = res["teacher"]["unet_calls"], res["student"]["unet_calls"]
-        fixed = breakdown["text_encode_s"] + breakdown["vae_decode_s"]
-        breakdown["teacher_unet_loop_s"] = teacher_calls * breakdown["teacher_unet_call_batch_2B_s"]
-        breakdown["student_unet_loop_s"] = student_calls * breakdown["student_unet_call_batch_B_s"]
-        breakdown["teacher_other_s"] = res["teacher"]["median_s"] - breakdown["teacher_unet_loop_s"] - fixed
-        breakdown["student_other_s"] = res["student"]["median_s"] - breakdown["student_unet_loop_s"] - fixed
-        breakdown["unet_call_2B_over_B"] = (
-            breakdown["teacher_unet_call_batch_2B_s"] / breakdown["student_unet_call_batch_B_s"]
-        )
-        breakdown["unet_loop_ratio"] = breakdown["teacher_unet_loop_s"] / breakdown["student_unet_loop_s"]
+            z = torch.randn((len(prompts), *latent_shape), generator=torch.Generator().manual_seed(1)).to(device, dtype)
+            breakdown["text_encode_s"] = median_time(lambda: bb.encode_text(prompts), device, k)
+            breakdown["vae_decode_s"] = median_time(lambda: bb.decode_latents(z), device, k)
+        bt, bs = breakdown["teacher"], breakdown["student"]
+        breakdown["unet_only_ratio"] = bt["unet_s"] / bs["unet_s"]
+        breakdown["unet_call_2B_over_B"] = bt["unet_per_call_s"] / bs["unet_per_call_s"]
+    else:
+        for e in res.values():
+            e.pop("unet_s")
 
     if device.type == "cuda":
         peak = {"kind": "torch.cuda.max_memory_allocated, per sampler", "teacher_bytes": res["teacher"]["peak_mem_bytes"],
@@ -432,13 +465,14 @@ def print_table(o: dict):
         print(f"  peak RSS of the process (both models): {_mib(o['peak_memory']['process_bytes'])}")
     b = o["breakdown"]
     if b:
-        print("  breakdown (median per call): "
-              f"text encode {b['text_encode_s'] * 1e3:.1f} ms, teacher UNet call (batch 2B) "
-              f"{b['teacher_unet_call_batch_2B_s'] * 1e3:.1f} ms, student UNet call (batch B) "
-              f"{b['student_unet_call_batch_B_s'] * 1e3:.1f} ms, VAE decode {b['vae_decode_s'] * 1e3:.1f} ms")
-        print(f"  UNet loop only: teacher {b['teacher_unet_loop_s']:.3f}s vs student {b['student_unet_loop_s']:.3f}s "
-              f"= {b['unet_loop_ratio']:.1f}x (a 2B call costs {b['unet_call_2B_over_B']:.2f}x a B call)")
-
+        bt, bs = b["teacher"], b["student"]
+        print(f"  breakdown (medians over {b['source']}; text encode / VAE decode: separate calls):")
+        for name, x in (("teacher", bt), ("student", bs)):
+            print(f"    {name}: {x['unet_s']:.3f}s in {x['unet_calls']} UNet calls ({x['unet_per_call_s'] * 1e3:.1f} ms each)"
+                  f" + {x['outside_unet_s'] * 1e3:.1f} ms outside the UNet")
+        print(f"    text encode {b['text_encode_s'] * 1e3:.1f} ms, VAE decode {b['vae_decode_s'] * 1e3:.1f} ms (per batch)")
+        print(f"    UNet time only: teacher/student = {b['unet_only_ratio']:.1f}x "
+              f"(a batch-2B call costs {b['unet_call_2B_over_B']:.2f}x a batch-B call)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,7 +44,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    kind: str = "toy"  # toy
+    kind: str = "toy"  # toy (rendered on the fly) | shards (webdataset: mp4 + txt + json)
+    urls: str | None = None  # shards: brace pattern, list file entries, or pipe: URLs
+    resampled: bool = True  # shards: infinite stream (exact resume)
+    shuffle_buffer: int = 64
+    frame_stride: int | None = None
+    target_fps: float | None = None
+    max_skip_fraction: float = 0.2  # stop with a clear error above this corrupt-sample rate
     num_samples: int = 1_000_000
     textured: bool = False
     caption_dropout: float = 0.1  # diffusion objective only (CFG training)
@@ -78,7 +84,18 @@ class GuidanceConfig:
 
 @dataclass
 class RewardConfig:
+    """loss = L_cd - sum_i weights[i] * R_i  (see t2vturbo/train/reward_term.py)."""
+
     weights: dict[str, float] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)  # local weight folders per reward
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments per reward
+    image_frames: int = 2  # frames per clip for image rewards
+    frame_mode: str = "random"  # random | strided (image rewards)
+    video_frames: int | None = None  # strided frames for video rewards (null: all)
+    only_flagged: bool = True  # use the batch's `use_reward` flags when the data provides them
+    decode_checkpointing: bool = True
+    image_ranks: list[int] | None = None  # null: every rank runs image rewards
+    video_ranks: list[int] | None = None
 
 
 @dataclass
@@ -137,6 +154,10 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         raise ConfigError(f"objective.name={o.name!r}: expected consistency_distillation or diffusion")
     if o.target not in ("ema", "student"):
         raise ConfigError(f"objective.target={o.target!r}: expected 'ema' or 'student'")
+    if merged.data.kind not in ("toy", "shards"):
+        raise ConfigError(f"data.kind={merged.data.kind!r}: expected toy or shards")
+    if merged.data.kind == "shards" and not merged.data.urls:
+        raise ConfigError("data.kind=shards needs data.urls (e.g. data.urls='/data/toy/toy-{000000..000009}.tar')")
     if merged.train.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision={merged.train.precision!r}: expected fp32 or bf16")
     if not 0.0 <= o.ema_decay <= 1.0:

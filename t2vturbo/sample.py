@@ -109,9 +109,10 @@ def main(argv=None):
     ap.add_argument("--prompts-file", help="text file, one prompt per line")
     ap.add_argument("--checkpoint", help="export folder (or a run's output dir; with --teacher also a teacher "
                     "folder); default: newest under outputs/")
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, help="default: 4 for the student, 50 for --teacher")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--guidance", type=float, default=7.5, help="w (LCM form: cond + w (cond - uncond))")
+    ap.add_argument("--guidance", type=float, help="w (LCM form: cond + w (cond - uncond)); default: the middle "
+                    "of the student's training range (7.5 for a teacher folder)")
     ap.add_argument("--eta", type=float, default=0.0, help="motion-guidance strength embedding (student)")
     ap.add_argument("--out", default="samples")
     ap.add_argument("--teacher", action="store_true", help="sample the teacher with DDIM + CFG instead")
@@ -137,7 +138,15 @@ def main(argv=None):
         bb, net = load_backbone("unet3d", str(ckpt)).to(args.device), None
         meta = {"num_frames": 8, "height": 32, "width": 32}
     else:
-        bb, net, meta = load_student(ckpt, args.device)
+        try:
+            bb, net, meta = load_student(ckpt, args.device)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if args.steps is None:
+        args.steps = 50 if args.teacher else 4
+    if args.guidance is None:
+        args.guidance = float(meta.get("guidance", 7.5))
     kw = dict(
         num_frames=args.num_frames or meta["num_frames"],
         height=args.height or meta["height"],

@@ -59,4 +59,21 @@ def build_dataset(cfg):
             seed=cfg.seed,
             textured=d.textured,
         )
-    raise ValueError(f"data.kind={d.kind!r}: available: toy")
+    if d.kind == "shards":
+        from ..data.shards import ClipStream
+
+        if cfg.model.height != cfg.model.width:
+            raise ValueError("data.kind=shards centre-crops square clips: set model.height == model.width")
+        return ClipStream(
+            d.urls,
+            num_frames=cfg.model.num_frames,
+            size=cfg.model.height,
+            frame_stride=d.frame_stride,
+            target_fps=d.target_fps,
+            seed=cfg.seed,
+            shuffle_buffer=d.shuffle_buffer,
+            resampled=d.resampled,
+            max_skip_fraction=d.max_skip_fraction,
+            loader_batch_size=cfg.train.micro_batch_size,
+        )
+    raise ValueError(f"data.kind={d.kind!r}: available: toy, shards")

@@ -63,7 +63,8 @@ class ConsistencyDistillation:
          z_hat_{t_n} = a_{t_n} x0_hat + s_{t_n} eps_hat
       3. student: f_theta(z_{t_{n+k}}) = c_skip z + c_out x0_theta(z, t, c, w, eta)
       4. target (no grad): f_theta^-(z_hat_{t_n}, t_n, c, w, eta) with theta^- = EMA or theta
-      5. loss = pseudo-Huber(f_theta, target)
+      5. loss = pseudo-Huber(f_theta, target) - sum_i beta_i R_i(decode(f_theta), prompts)
+         (rewards on the student's one-step prediction; see reward_term.py)
     """
 
     def __init__(self, cfg, backbone, seed: int):
@@ -72,6 +73,7 @@ class ConsistencyDistillation:
         self.seed = seed
         self.grid = ddim_grid(cfg.num_ddim_timesteps, backbone.num_train_timesteps)
         self.motion_guidance = None  # callable(z_t, t, cond, eps_hat, batch) -> eps_hat, set by guidance/
+        self.reward_term = None  # RewardTerm: (x0, prompts, positions, flags) -> (loss, logs)
 
     def draws(self, positions, latent_shape) -> Draws:
         c = self.cfg
@@ -109,6 +111,10 @@ class ConsistencyDistillation:
             target = self.consistency_fn(target_net, z_prev.to(dtype), t_end, cond, w, eta)
         loss = consistency_loss(pred, target, self.cfg.loss, self.cfg.huber_c)
         logs = {"loss_cd": loss.detach(), "w_mean": w.mean(), "t_mean": t_start.float().mean()}
+        if self.reward_term is not None and self.reward_term.active and batch is not None:
+            r_loss, r_logs = self.reward_term(pred, batch["caption"], batch["positions"], batch.get("use_reward"))
+            loss = loss + r_loss
+            logs.update(r_logs)
         return loss, logs, pred
 
 

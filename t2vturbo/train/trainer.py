@@ -64,6 +64,13 @@ class Trainer:
         self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
         if self.is_cd:
             self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed)
+            if cfg.reward.weights:
+                from .reward_term import RewardTerm
+
+                self.objective.reward_term = RewardTerm(cfg.reward, self.bb, cfg.seed, self.rank, self.world, self.device)
+                if self.rank == 0:
+                    log.info("rewards %s (image on ranks %s, video on ranks %s)", self.objective.reward_term.betas,
+                             cfg.reward.image_ranks or "all", cfg.reward.video_ranks or "all")
             module = self.bb.make_student()
             lcfg = cfg.model.lora
             if lcfg.enabled:
@@ -77,6 +84,7 @@ class Trainer:
         module.to(self.device)
         self.engine, self.optimizer, self.ds_config = initialize(module, tc, OmegaConf.to_container(cfg.deepspeed), self.world)
         self.dataset = build_dataset(cfg)
+        self._stream = None
         self.logger = MetricLogger(self.out, enabled=self.rank == 0)
         self.step = 0
         self.micro = 0  # global micro-batches consumed (the data position)
@@ -106,11 +114,42 @@ class Trainer:
         base = micro * mb * self.world + self.rank * mb
         return list(range(base, base + mb))
 
+    def _stream_batches(self):
+        """Batches of a streaming dataset (webdataset shards), resumed at the saved position."""
+        from torch.utils.data import DataLoader
+
+        from ..data.shards import collate_clips
+
+        mb = self.cfg.train.micro_batch_size
+        self.dataset.load_state_dict({"epoch": 0, "samples_seen": self.micro * mb})
+        loader = DataLoader(self.dataset, batch_size=mb, num_workers=self.cfg.data.num_workers,
+                            collate_fn=collate_clips, drop_last=True)
+        epoch = 0
+        while True:
+            yield from loader
+            epoch += 1  # a finite (not resampled) stream: next epoch
+            self.dataset.set_epoch(epoch)
+
     def batch(self, positions):
-        items = [self.dataset[p % len(self.dataset)] for p in positions]
-        video = torch.stack([it["video"] for it in items])
-        captions = [it["caption"] for it in items]
-        return {"video": video, "caption": captions, "positions": positions}
+        """One micro-batch. ``positions`` are the global sample positions (they key the random
+        draws); map-style data is indexed by them, streams are read in order."""
+        if not isinstance(self.dataset, torch.utils.data.IterableDataset):
+            items = [self.dataset[p % len(self.dataset)] for p in positions]
+            video = torch.stack([it["video"] for it in items])
+            captions = [it["caption"] for it in items]
+            return {"video": video, "caption": captions, "positions": positions}
+        if self._stream is None:
+            self._stream = self._stream_batches()
+        b = next(self._stream)
+        flags = [bool(m.get("use_reward", True)) for m in b["meta"]]
+        return {"video": b["video"], "caption": b["caption"], "positions": positions, "use_reward": flags}
+
+    def data_stats(self) -> dict:
+        if hasattr(self.dataset, "skip_stats") and self.cfg.data.num_workers == 0:
+            st = self.dataset.skip_stats()
+            first = ", ".join(f"{r['url'].rsplit('/', 1)[-1]}#{r['key']}:{r['reason']}" for r in st.get("first", [])[:5])
+            return {"data_skipped": st.get("skipped", 0), "data_seen": st.get("seen", 0), "data_first_skips": first}
+        return {}
 
     # ---- one micro-batch -----------------------------------------------------------------
     def micro_loss(self, batch):
@@ -186,6 +225,7 @@ class Trainer:
                         "step_time": dt,
                         "samples_per_s": tc.micro_batch_size * tc.grad_accum * self.world / dt,
                         "skipped_nonfinite": self.skipped,
+                        **self.data_stats(),
                     },
                 )
                 t_last = time.time()
@@ -285,6 +325,8 @@ class Trainer:
                     "height": self.cfg.model.height,
                     "width": self.cfg.model.width,
                     "weights": "ema" if self.ema is not None else "student",
+                    "guidance": (self.cfg.objective.w_min + self.cfg.objective.w_max) / 2,
+                    "w_range": [self.cfg.objective.w_min, self.cfg.objective.w_max],
                     "step": self.step,
                     "config": OmegaConf.to_container(self.cfg),
                 }

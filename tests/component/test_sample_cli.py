@@ -64,15 +64,25 @@ def _write_export(export_dir: Path, teacher_path: Path, bb: UNet3DBackbone) -> P
     return export_dir
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny UNet's ops are too small to gain from a 2nd thread, and on a shared CPU idle-waiting
+    OpenMP workers can make single calls 10-100x slower; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    """(run_dir, export_dir): run_dir/export holds a student exported from a tiny teacher."""
+    """(run_dir, export_dir, teacher_dir): run_dir/export holds a student exported from a tiny teacher."""
     root = tmp_path_factory.mktemp("sample_cli")
     teacher = write_tiny_model_dir(root / "teacher", vae="pixel_unshuffle")
     bb = UNet3DBackbone.from_pretrained(teacher)
     run_dir = root / "run"
     export_dir = _write_export(run_dir / "export", teacher, bb)
-    return run_dir, export_dir
+    return run_dir, export_dir, teacher
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +107,7 @@ def _check_videos(paths: list[Path], n: int):
 
 
 def test_main_student_writes_decodable_mp4s(export, tmp_path, capsys):
-    run_dir, _ = export
+    run_dir = export[0]
     out = tmp_path / "samples"
     rc = main(["--checkpoint", str(run_dir), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1],
                "--steps", "4", "--out", str(out), "--device", "cpu"])
@@ -110,7 +120,7 @@ def test_main_student_writes_decodable_mp4s(export, tmp_path, capsys):
 
 
 def test_main_teacher(export, tmp_path, capsys):
-    run_dir, export_dir = export
+    run_dir, export_dir = export[:2]
     out = tmp_path / "samples"
     # the export folder itself is accepted as well as the run's output dir
     rc = main(["--checkpoint", str(export_dir), "--prompt", PROMPTS[0], "--teacher", "--steps", "3",
@@ -121,8 +131,27 @@ def test_main_teacher(export, tmp_path, capsys):
     assert "teacher_3steps" in paths[0].name
 
 
+def test_main_teacher_folder_directly(export, tmp_path, capsys):
+    teacher_dir = export[2]
+    rc = main(["--checkpoint", str(teacher_dir), "--teacher", "--prompt", PROMPTS[1], "--steps", "2",
+               "--out", str(tmp_path / "s"), "--device", "cpu"])
+    assert rc == 0
+    paths = _printed_paths(capsys)
+    _check_videos(paths, 1)
+    assert "teacher_2steps" in paths[0].name
+
+
+def test_main_size_overrides(export, tmp_path, capsys):
+    rc = main(["--checkpoint", str(export[0]), "--prompt", PROMPTS[0], "--steps", "1", "--num-frames", "4",
+               "--height", "16", "--width", "16", "--out", str(tmp_path / "s"), "--device", "cpu"])
+    assert rc == 0
+    paths = _printed_paths(capsys)
+    assert len(paths) == 1
+    assert read_video(paths[0]).shape == (4, 16, 16, 3)
+
+
 def test_main_prompts_file(export, tmp_path, capsys):
-    run_dir, _ = export
+    run_dir = export[0]
     pf = tmp_path / "prompts.txt"
     pf.write_text(f"{PROMPTS[0]}\n\n{PROMPTS[1]}\n")
     rc = main(["--checkpoint", str(run_dir), "--prompts-file", str(pf), "--steps", "1",
@@ -131,12 +160,12 @@ def test_main_prompts_file(export, tmp_path, capsys):
     _check_videos(_printed_paths(capsys), 2)
 
 
-def test_checkpoint_without_meta_is_a_clear_error(tmp_path):
+def test_checkpoint_without_meta_is_a_clear_error(tmp_path, capsys):
     empty = tmp_path / "not_an_export"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError) as ei:
-        main(["--checkpoint", str(empty), "--prompt", PROMPTS[0], "--out", str(tmp_path / "s"), "--device", "cpu"])
-    msg = str(ei.value)
+    rc = main(["--checkpoint", str(empty), "--prompt", PROMPTS[0], "--out", str(tmp_path / "s"), "--device", "cpu"])
+    assert rc == 2
+    msg = capsys.readouterr().err
     assert STUDENT_META in msg and STUDENT_FILE in msg and str(empty) in msg
 
 
@@ -178,7 +207,7 @@ def test_find_latest_export_picks_newest_by_mtime(tmp_path, monkeypatch):
 
 
 def test_default_checkpoint_uses_newest_export(export, tmp_path, monkeypatch, capsys):
-    _, export_dir = export
+    export_dir = export[1]
     now = time.time()
     _touch_export(tmp_path / "outputs" / "old" / "export", now - 100)  # not loadable: must not be picked
     new = tmp_path / "outputs" / "new" / "export"

@@ -121,3 +121,34 @@ def test_diffusion_objective_trains_and_exports_teacher_folder(tmp_path):
     bb = UNet3DBackbone.from_pretrained(export)
     assert bb.prediction_type == "sample"
     assert json.loads((export / "t2vturbo_teacher.json").read_text())["step"] == 25
+
+
+def test_shard_stream_with_corrupt_samples_counts_exact_skips(tiny_teacher_dir, tmp_path):
+    """20 clips in webdataset shards, 2 of them corrupt (10%): one epoch of training reads the 18
+    good ones and reports exactly 2 skips with their keys."""
+    import io
+    import tarfile
+
+    from data_recipes.toy_world import write_toy_shards
+
+    shard_dir = tmp_path / "shards"
+    write_toy_shards(shard_dir, num_clips=20, shard_size=20, frames=4, size=18, seed=0, textured_fraction=0.0)
+    src = shard_dir / "toy-000000.tar"
+    dst = shard_dir / "bad-000000.tar"
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read()
+            if m.name in ("00000003.mp4", "00000011.mp4"):
+                data = data[: len(data) // 3] if m.name.startswith("00000003") else b""
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+    out = tmp_path / "run"
+    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "data=toy_shards",
+                           f"data.urls={dst}", "data.resampled=false", "data.shuffle_buffer=0",
+                           "model.height=16", "model.width=16", "train.micro_batch_size=2", "train.max_steps=9",
+                           "train.ckpt_every=0"])
+    rows = [r for r in metrics(out) if "loss_cd" in r]
+    assert len(rows) == 9
+    assert rows[-1]["data_skipped"] == 2 and rows[-1]["data_seen"] == 20
+    assert "00000003" in rows[-1]["data_first_skips"] and "00000011" in rows[-1]["data_first_skips"]
