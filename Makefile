@@ -7,6 +7,8 @@ ARGS ?=
 STEPS ?= 4
 PROMPT ?= a red circle moving left
 TOY_TEACHER := artifacts/toy_teacher/unet/config.json
+TOY_SHARDS := artifacts/toy_shards/index.json
+TOYBENCH_PROMPTS ?= 20
 
 .PHONY: setup distill toy-teacher sample test test-slow test-all lint bench clean
 
@@ -19,15 +21,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Local run (no cluster): distil the toy teacher into a 4-step student. The toy teacher is trained
-# first by our own diffusion objective if artifacts/toy_teacher does not exist yet.
+# Local run (no cluster): distil the toy teacher into a 4-step student, reading the toy world's
+# webdataset shards (written first if missing). The toy teacher is trained first by our own
+# diffusion objective if artifacts/toy_teacher does not exist yet. Ends with the ToyBench lines
+# of the student (4 steps) and of the teacher (4 and 50 DDIM steps).
 ifeq ($(EXPERIMENT),toy)
-distill: setup $(TOY_TEACHER)
+distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
+	$(PY) -m t2vturbo.distill experiment=toy $(ARGS)
+	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_student_4.json
+	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint artifacts/toy_teacher --steps 4 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_4.json
+	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint artifacts/toy_teacher --steps 50 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_50.json
+	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
 else
 distill: setup
-endif
 	$(PY) -m t2vturbo.distill experiment=$(EXPERIMENT) $(ARGS)
-	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
+endif
+
+$(TOY_SHARDS): | setup
+	$(PY) -m data_recipes.toy_world --out artifacts/toy_shards --num-clips 1024 --shard-size 256 --textured-fraction 0
 
 toy-teacher: $(TOY_TEACHER)
 $(TOY_TEACHER): | setup

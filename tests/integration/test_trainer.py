@@ -26,8 +26,12 @@ def test_cd_loss_goes_down(tiny_teacher_dir, tmp_path):
     out = tmp_path / "run"
     launch_distill(
         TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "train.max_steps=30", "train.lr=1e-3",
-                "train.micro_batch_size=4", "train.ckpt_every=0", "objective.target=ema"]
+                "train.micro_batch_size=4", "train.ckpt_every=0", "objective.target=ema",
+                "train.eval_every=30", "train.eval_steps=[1,4]"]
     )
+    # validation videos at the eval step: 3 prompts x {1, 4} steps
+    vids = sorted(p.name for p in (out / "samples" / "step-00000030").iterdir())
+    assert vids == [f"{s}steps_{i}.mp4" for s in (1, 4) for i in range(3)]
     rows = [r for r in metrics(out) if "loss_cd" in r]
     assert len(rows) == 30
     first = sum(r["loss_cd"] for r in rows[:5]) / 5
