@@ -216,7 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "teacher folder or an export (its teacher_path); default: newest export under outputs/")
     ap.add_argument("--teacher", action="store_true", help="benchmark the teacher (DDIM + CFG) instead")
     ap.add_argument("--steps", type=int, help="sampling steps (default: 4 student, 50 teacher)")
-    ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="w (LCM form: cond + w (cond - uncond))")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="w (LCM form: cond + w (cond - uncond)); default: the student's training-range middle "
+                    f"(from its export), {DEFAULT_GUIDANCE} for a teacher")
     ap.add_argument("--eta", type=float, default=0.0, help="motion-guidance strength embedding (student)")
     ap.add_argument("--num-prompts", type=int, default=len(held_out_prompts()),
                     help="first P prompts of a seeded shuffle of the 60 held-out prompts (default: all)")
@@ -243,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     who = "teacher" if args.teacher else "student"
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[who]
+    if args.guidance is None:
+        args.guidance = float((meta or {}).get("guidance", DEFAULT_GUIDANCE)) if not args.teacher else DEFAULT_GUIDANCE
     res = run_toybench(
         bb, net, steps=steps, guidance=args.guidance, prompts=prompts,
         samples_per_prompt=args.samples_per_prompt, seed=args.seed, batch_size=args.batch_size, meta=meta,
