@@ -9,8 +9,24 @@ PROMPT ?= a red circle moving left
 TOY_TEACHER := artifacts/toy_teacher/unet/config.json
 TOY_SHARDS := artifacts/toy_shards/index.json
 TOYBENCH_PROMPTS ?= 20
+# Cluster (docs/CLUSTER.md). LAUNCHER=slurm submits launch/distill.sbatch instead of running here; unset,
+# it is slurm when `make distill` finds sbatch and a controller that answers `scontrol ping`, else local.
+NODES ?= 1
+GPUS ?= 1
+TASKS_PER_NODE ?= $(GPUS)
+CPUS_PER_TASK ?= 8
+PARTITION ?=
+TIME ?= 04:00:00
+SBATCH_ARGS ?=
+WAIT ?=
+JOB ?=
+SIGNAL ?=
+ifneq ($(filter distill,$(MAKECMDGOALS)),)
+LAUNCHER ?= $(shell command -v sbatch >/dev/null 2>&1 && timeout 10 scontrol ping >/dev/null 2>&1 && echo slurm || echo local)
+endif
+LAUNCHER ?= local
 
-.PHONY: setup distill toy-teacher sample test test-slow test-all lint bench clean
+.PHONY: setup distill distill-status distill-cancel toy-teacher sample test test-slow test-all test-slurm lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,11 +37,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Slurm: submit launch/distill.sbatch (NODES x TASKS_PER_NODE tasks, one per GPU; GPUS=0 for CPU
+# tasks) with experiment=$(EXPERIMENT) $(ARGS) as Hydra overrides; prints the job id and the log path
+# (OUTPUT_DIR/slurm/). WAIT=1 waits for the job. Inputs (e.g. artifacts/toy_teacher) must exist.
+ifeq ($(LAUNCHER),slurm)
+distill: setup
+	launch/submit.sh --nodes '$(NODES)' --gpus '$(GPUS)' --tasks-per-node '$(TASKS_PER_NODE)' \
+		--cpus-per-task '$(CPUS_PER_TASK)' --partition '$(PARTITION)' --time '$(TIME)' \
+		$(foreach a,$(SBATCH_ARGS),'--sbatch=$(a)') $(if $(filter 1 yes true,$(WAIT)),--wait) \
+		-- experiment=$(EXPERIMENT) $(ARGS)
 # Local run (no cluster): distil the toy teacher into a 4-step student, reading the toy world's
 # webdataset shards (written first if missing). The toy teacher is trained first by our own
 # diffusion objective if artifacts/toy_teacher does not exist yet. Ends with the ToyBench lines
 # of the student (4 steps) and of the teacher (4 and 50 DDIM steps).
-ifeq ($(EXPERIMENT),toy)
+else ifeq ($(EXPERIMENT),toy)
 distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
 	$(PY) -m t2vturbo.distill experiment=toy $(ARGS)
 	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_student_4.json
@@ -36,6 +61,19 @@ else
 distill: setup
 	$(PY) -m t2vturbo.distill experiment=$(EXPERIMENT) $(ARGS)
 endif
+
+# Your t2vturbo jobs (JOB=ID: that job in detail).
+distill-status:
+	@if [ -n '$(JOB)' ]; then scontrol show job '$(JOB)'; \
+	else squeue --me -o '%.12i %.28j %.10T %.10M %.12l %.6D %.9r %R' | awk 'NR == 1 || $$2 ~ /^t2vturbo/'; fi
+
+# Cancel JOB=ID (or all your t2vturbo jobs); SIGNAL=USR1: checkpoint now and requeue instead.
+distill-cancel:
+	@if [ -n '$(SIGNAL)' ]; then test -n '$(JOB)' || { echo 'SIGNAL needs JOB=ID' >&2; exit 2; }; \
+		scancel --signal='$(SIGNAL)' --batch '$(JOB)' && echo 'sent SIG$(SIGNAL) to job $(JOB)'; \
+	elif [ -n '$(JOB)' ]; then scancel '$(JOB)' && echo 'cancelled job $(JOB)'; \
+	else ids=$$(squeue --me -h -o '%i %j' | awk '$$2 ~ /^t2vturbo/ {print $$1}'); \
+		if [ -n "$$ids" ]; then scancel $$ids && echo "cancelled $$ids"; else echo 'no t2vturbo jobs'; fi; fi
 
 $(TOY_SHARDS): | setup
 	$(PY) -m data_recipes.toy_world --out artifacts/toy_shards --num-clips 1024 --shard-size 256 --textured-fraction 0
@@ -49,6 +87,10 @@ sample: setup
 
 test: setup
 	$(PY) -m pytest -q -m "not slow" --timeout=900 tests
+
+# The Slurm tests alone (also part of `make test`; they skip when slurm-wlm/munge are not installed).
+test-slurm: setup
+	$(PY) -m pytest -q -m slurm --timeout=900 tests/slurm
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow --timeout=3600 tests

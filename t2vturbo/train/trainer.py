@@ -165,14 +165,25 @@ class Trainer:
 
     # ---- loop ----------------------------------------------------------------------------
     def _install_signals(self):
-        def handler(signum, frame):
-            self._stop_signal = signum
+        """USR1 / USR2 (a preemption or time-limit notice: Slurm's --signal, submitit's USR2) and TERM:
+        finish the current step, checkpoint, stop; after USR1/USR2 under Slurm the job is requeued
+        (see the stop block in :meth:`train`). A handler installed earlier (``t2vturbo.distill`` puts
+        one in place at start-up) hands over a signal that arrived before the loop."""
+        import os
 
-        for s in (signal.SIGUSR1, signal.SIGTERM):
+        def handler(signum, frame):
+            if self._stop_signal is None or signum == signal.SIGTERM:
+                self._stop_signal = signum
+
+        for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+            early = getattr(signal.getsignal(s), "received", None)
+            if early is not None and self._stop_signal is None:
+                self._stop_signal = early
             try:
                 signal.signal(s, handler)
             except ValueError:  # not the main thread
                 pass
+        self._slurm_job = os.environ.get("SLURM_JOB_ID") if os.environ.get("T2V_REQUEUE", "1") != "0" else None
 
     def train(self):
         tc = self.cfg.train
@@ -236,11 +247,47 @@ class Trainer:
             if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.max_steps:
                 self.save_checkpoint()
                 saved = True
-            if self._stop_signal is not None:
+            if self._stop_signal is not None or self.world > 1:
+                # All ranks stop after the same step: a signal reaches the tasks at slightly different
+                # times, so they agree on it (max over ranks: TERM wins over USR1/USR2).
+                stop = torch.tensor([float(self._stop_signal or 0)], device=self.device)
+                if self.world > 1:
+                    dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+                stop = int(stop.item())
+            else:
+                stop = 0
+            if stop:
+                self._stop_signal = stop
                 if not saved:
-                    self.save_checkpoint()
+                    self.save_checkpoint()  # at this very step: the resumed run logs step + 1 next
                 if self.rank == 0:
-                    log.warning("signal %s: checkpoint written at step %d, exiting", self._stop_signal, self.step)
+                    log.warning("signal %s: checkpoint written at step %d, exiting", signal.Signals(stop).name, self.step)
+                if stop != signal.SIGTERM and self._slurm_job and self.step < tc.max_steps:
+                    import os
+                    import subprocess
+
+                    requeued = torch.zeros(1, device=self.device)
+                    if self.rank == 0:
+                        self.logger.tb.flush()
+                        try:
+                            r = subprocess.run(["scontrol", "requeue", self._slurm_job], capture_output=True,
+                                               text=True, timeout=120)
+                            err = "" if r.returncode == 0 else (r.stderr or r.stdout).strip()
+                        except (OSError, subprocess.TimeoutExpired) as e:
+                            err = str(e)
+                        if not err:
+                            log.warning("requeued Slurm job %s: it resumes from step %d", self._slurm_job, self.step)
+                            requeued[0] = 1
+                        else:
+                            log.error("scontrol requeue %s failed (%s): resubmit to resume from step %d",
+                                      self._slurm_job, err, self.step)
+                    if self.world > 1:
+                        dist.all_reduce(requeued, op=dist.ReduceOp.MAX)
+                    if requeued.item() > 0:
+                        # Slurm now ends this run (TERM, then KILL): wait for it, so that nothing after
+                        # the checkpoint (export, a launcher's "job done" file) runs in a requeued job.
+                        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                        time.sleep(float(os.environ.get("T2V_REQUEUE_WAIT_S", "300")))
                 break
         if bar is not None:
             bar.close()
@@ -280,11 +327,20 @@ class Trainer:
                 timestep_scaling=self.cfg.objective.timestep_scaling,
             )
             if self.rank == 0:
+                from ..eval.metrics import clip_metrics
+
                 d = self.out / "samples" / f"step-{self.step:08d}"
                 d.mkdir(parents=True, exist_ok=True)
+                agg: dict[str, float] = {}
                 for i, v in enumerate(video):
-                    write_video(d / f"{steps}steps_{i}.mp4", v.float().cpu())
-                    self.logger.log_video(self.step, f"val/{steps}steps/{i}", v.float().cpu())
+                    v = v.float().cpu()
+                    write_video(d / f"{steps}steps_{i}.mp4", v)
+                    self.logger.log_video(self.step, f"val/{steps}steps/{i}", v)
+                    m = clip_metrics(v)
+                    for k in ("temporal_flicker", "flow_magnitude", "dynamic", "motion_smoothness", "sharpness"):
+                        agg[k] = agg.get(k, 0.0) + float(m[k]) / len(video)
+                # weight-free metrics make collapse visible early (static / solid / blurry clips)
+                self.logger.log(self.step, {f"val/{steps}steps/{k}": x for k, x in agg.items()})
         net.train(was_training)
 
     def _gathered_state_dict(self, module):

@@ -32,6 +32,9 @@ def test_cd_loss_goes_down(tiny_teacher_dir, tmp_path):
     # validation videos at the eval step: 3 prompts x {1, 4} steps
     vids = sorted(p.name for p in (out / "samples" / "step-00000030").iterdir())
     assert vids == [f"{s}steps_{i}.mp4" for s in (1, 4) for i in range(3)]
+    val = {k: v for r in metrics(out) if any(k.startswith("val/") for k in r) for k, v in r.items()}
+    assert val["step"] == 30
+    assert 0.0 <= val["val/4steps/temporal_flicker"] <= 1.0 and val["val/1steps/sharpness"] >= 0.0
     rows = [r for r in metrics(out) if "loss_cd" in r]
     assert len(rows) == 30
     first = sum(r["loss_cd"] for r in rows[:5]) / 5
