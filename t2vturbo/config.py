@@ -78,8 +78,19 @@ class ObjectiveConfig:
 
 @dataclass
 class GuidanceConfig:
-    motion: bool = False  # motion guidance (issue: motion guidance); off in the core
-    eta: float = 0.0
+    """Motion guidance (docs/MOTION_GUIDANCE.md): eps_hat = eps_cfg - lam sqrt(1 - sqrt(ab_t)) dE/dz_t
+    for grid index n >= (1 - tau) N; E = energy_scale * mean_l(layer_scale * masked MSE)."""
+
+    motion: bool = False  # online motion guidance in the teacher step (consistency distillation only)
+    eta: float = 0.0  # student's eta input; with motion on it is given to guided samples only (0 elsewhere)
+    lam: float = 0.05  # lambda as in the reference code (paper's 500 = lam * energy_scale * layer_scale)
+    tau: float = 0.5  # guided fraction of the grid (the noisier end)
+    reference: str = "invert"  # invert (DDIM inversion of the clip to t) | noise (a_t z0 + s_t eps_fixed)
+    inversion_stride: int = 1  # grid points per inversion step
+    layers: list[str] | None = None  # null: decoder temporal attn1; [all]; or names / fnmatch globs
+    topk: int = 1
+    energy_scale: float = 100.0
+    layer_scale: float = 100.0
 
 
 @dataclass
@@ -164,4 +175,13 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         raise ConfigError(f"objective.ema_decay={o.ema_decay} must be in [0, 1]")
     if o.w_min > o.w_max:
         raise ConfigError(f"objective.w_min={o.w_min} > objective.w_max={o.w_max}")
+    g = merged.guidance
+    if g.reference not in ("invert", "noise"):
+        raise ConfigError(f"guidance.reference={g.reference!r}: expected 'invert' or 'noise'")
+    if not 0.0 <= g.tau <= 1.0:
+        raise ConfigError(f"guidance.tau={g.tau} must be in [0, 1]")
+    if g.topk < 1 or g.inversion_stride < 1:
+        raise ConfigError(f"guidance.topk={g.topk} and guidance.inversion_stride={g.inversion_stride} must be >= 1")
+    if g.motion and o.name != "consistency_distillation":
+        raise ConfigError("guidance.motion=true needs objective.name=consistency_distillation")
     return merged

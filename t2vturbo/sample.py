@@ -113,7 +113,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--guidance", type=float, help="w (LCM form: cond + w (cond - uncond)); default: the middle "
                     "of the student's training range (7.5 for a teacher folder)")
-    ap.add_argument("--eta", type=float, default=0.0, help="motion-guidance strength embedding (student)")
+    ap.add_argument("--eta", type=float, help="motion-guidance strength embedding (student); default: the "
+                    "value it was trained with on guided samples (0 without motion guidance)")
     ap.add_argument("--out", default="samples")
     ap.add_argument("--teacher", action="store_true", help="sample the teacher with DDIM + CFG instead")
     ap.add_argument("--fps", type=int, default=8)
@@ -147,6 +148,8 @@ def main(argv=None):
         args.steps = 50 if args.teacher else 4
     if args.guidance is None:
         args.guidance = float(meta.get("guidance", 7.5))
+    if args.eta is None:
+        args.eta = float(meta.get("eta", 0.0))
     kw = dict(
         num_frames=args.num_frames or meta["num_frames"],
         height=args.height or meta["height"],

@@ -105,12 +105,18 @@ class ConsistencyDistillation:
         t_start, t_end = t_start.to(dev), t_end.to(dev)
         w = d.w.to(dev)
         z_t = add_noise(self.bb.alphas_cumprod, z0.float(), d.noise.to(dev), t_start)
+        mg = self.motion_guidance
+        if mg is not None:  # the reference maps need the clean latents; eta only on guided samples
+            batch = {**(batch or {}), "latents": z0}
+            eta = mg.student_eta(t_start, eta)
         z_prev = self.teacher_step(z_t.to(dtype), t_start, t_end, cond, uncond, w, batch)
         pred = self.consistency_fn(student, z_t.to(dtype), t_start, cond, w, eta)
         with torch.no_grad():
             target = self.consistency_fn(target_net, z_prev.to(dtype), t_end, cond, w, eta)
         loss = consistency_loss(pred, target, self.cfg.loss, self.cfg.huber_c)
         logs = {"loss_cd": loss.detach(), "w_mean": w.mean(), "t_mean": t_start.float().mean()}
+        if mg is not None:
+            logs.update(mg.stats)
         if self.reward_term is not None and self.reward_term.active and batch is not None:
             r_loss, r_logs = self.reward_term(pred, batch["caption"], batch["positions"], batch.get("use_reward"))
             loss = loss + r_loss

@@ -64,6 +64,12 @@ class Trainer:
         self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
         if self.is_cd:
             self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed)
+            if cfg.guidance.motion:
+                from ..guidance import MotionGuidance
+
+                self.objective.motion_guidance = MotionGuidance.from_config(
+                    cfg.guidance, self.bb, self.objective.grid, seed=cfg.seed
+                )
             if cfg.reward.weights:
                 from .reward_term import RewardTerm
 
@@ -382,6 +388,7 @@ class Trainer:
                     "width": self.cfg.model.width,
                     "weights": "ema" if self.ema is not None else "student",
                     "guidance": (self.cfg.objective.w_min + self.cfg.objective.w_max) / 2,
+                    "eta": float(self.cfg.guidance.eta) if self.cfg.guidance.motion else 0.0,
                     "w_range": [self.cfg.objective.w_min, self.cfg.objective.w_max],
                     "step": self.step,
                     "config": OmegaConf.to_container(self.cfg),

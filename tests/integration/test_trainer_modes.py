@@ -152,3 +152,15 @@ def test_shard_stream_with_corrupt_samples_counts_exact_skips(tiny_teacher_dir, 
     assert len(rows) == 9
     assert rows[-1]["data_skipped"] == 2 and rows[-1]["data_seen"] == 20
     assert "00000003" in rows[-1]["data_first_skips"] and "00000011" in rows[-1]["data_first_skips"]
+
+
+def test_online_motion_guidance_runs_in_the_distillation_step(tiny_teacher_dir, tmp_path):
+    out = tmp_path / "mg"
+    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "guidance=motion",
+                           "guidance.reference=noise", "train.max_steps=3", "train.micro_batch_size=4",
+                           "train.ckpt_every=0"])
+    rows = [r for r in metrics(out) if "loss_cd" in r]
+    assert len(rows) == 3 and all("mg_fraction" in r for r in rows)
+    assert any(r["mg_fraction"] > 0 for r in rows)  # some samples fell in the guided half of the grid
+    meta = json.loads((out / "export" / "t2vturbo_student.json").read_text())
+    assert meta["eta"] == 0.05
