@@ -43,8 +43,8 @@ $(VENV)/.installed: pyproject.toml
 ifeq ($(LAUNCHER),slurm)
 distill: setup
 	launch/submit.sh --nodes '$(NODES)' --gpus '$(GPUS)' --tasks-per-node '$(TASKS_PER_NODE)' \
-		--cpus-per-task '$(CPUS_PER_TASK)' --partition '$(PARTITION)' --time '$(TIME)' \
-		$(foreach a,$(SBATCH_ARGS),'--sbatch=$(a)') $(if $(filter 1 yes true,$(WAIT)),--wait) \
+		--cpus-per-task '$(CPUS_PER_TASK)' --partition '$(PARTITION)' --time '$(TIME)' $(strip \
+		$(foreach a,$(SBATCH_ARGS),'--sbatch=$(a)') $(if $(filter 1 yes true,$(WAIT)),--wait)) \
 		-- experiment=$(EXPERIMENT) $(ARGS)
 # Local run (no cluster): distil the toy teacher into a 4-step student, reading the toy world's
 # webdataset shards (written first if missing). The toy teacher is trained first by our own

@@ -13,6 +13,7 @@ Usable by hand too::
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,7 +48,11 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def slurm_conf(d: Path, host: str, cpus: int, ctld_port: int, slurmd_port: int, user: str) -> str:
+def slurm_conf(d: Path, host: str, cpus: int, ctld_port: int, slurmd_port: int, user: str,
+               first_job_id: int = 1, munge_sock: str | None = None) -> str:
+    munge_sock = munge_sock or f"{d}/munge/munge.socket"
+    # A random first job id: MASTER_PORT is derived from the job id, so two test clusters on one
+    # machine do not hand the same port to their first jobs.
     return f"""\
 ClusterName=t2vtest
 SlurmctldHost={host}(127.0.0.1)
@@ -57,7 +62,7 @@ SlurmUser={user}
 SlurmdUser={user}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={d}/munge/munge.socket
+AuthInfo=socket={munge_sock}
 StateSaveLocation={d}/state
 SlurmdSpoolDir={d}/spool/%n
 SlurmctldPidFile={d}/slurmctld.pid
@@ -76,6 +81,7 @@ AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
+FirstJobId={first_job_id}
 KillWait=30
 MinJobAge=600
 InactiveLimit=0
@@ -96,19 +102,25 @@ class Cluster:
         for sub in ("munge", "state", "spool", "log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "munge", 0o700)
+        self.munge_dir = d / "munge"
+        if len(str(self.munge_dir / "munge.socket")) > 100:  # a unix socket path has at most 107 bytes
+            import tempfile
+
+            self.munge_dir = Path(tempfile.mkdtemp(prefix="t2v-munge-"))
         host = socket.gethostname().split(".")[0]
         cpus = os.cpu_count() or 1
         ctld_port, slurmd_port = _free_ports(2)
         user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
         conf = d / "slurm.conf"
-        conf.write_text(slurm_conf(d, host, cpus, ctld_port, slurmd_port, user))
+        first = random.randrange(1000, 1_000_000)
+        sock = self.munge_dir / "munge.socket"
+        conf.write_text(slurm_conf(d, host, cpus, ctld_port, slurmd_port, user, first, str(sock)))
         key = d / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o400)
         env = dict(os.environ, SLURM_CONF=str(conf))
         env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin"])
         self.env = env
-        sock = d / "munge" / "munge.socket"
         self._spawn("munged", [_which("munged"), "-F", "--force", f"--socket={sock}", f"--key-file={key}",
                                 f"--log-file={d}/log/munged.log", f"--pid-file={d}/munge/munged.pid",
                                 f"--seed-file={d}/munge/munged.seed"])
@@ -150,8 +162,16 @@ class Cluster:
         return "\n".join(out)
 
     def stop(self):
-        if self.env:  # cancel what is left so slurmd does not leave job processes behind
+        if self.env and self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
+            # cancel what is left (a failed test's job) so that no job processes outlive the cluster
             subprocess.run(["scancel", "--full", "--partition", PARTITION], env=self.env, capture_output=True, timeout=30)
+            t0 = time.time()
+            while time.time() - t0 < 40:
+                r = subprocess.run(["squeue", "-h", "-t", "RUNNING,COMPLETING"], env=self.env, capture_output=True,
+                                   text=True, timeout=30)
+                if r.returncode != 0 or not r.stdout.strip():
+                    break
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.pop(name, None)
             if p is None or p.poll() is not None:
@@ -162,6 +182,9 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        md = getattr(self, "munge_dir", None)
+        if md is not None and self.root not in md.parents:
+            shutil.rmtree(md, ignore_errors=True)
 
 
 def skip_reason() -> str | None:
@@ -194,10 +217,13 @@ if __name__ == "__main__":
     if reason:
         sys.exit(reason)
     c = Cluster(root)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         c.start()
         print(f"export SLURM_CONF={root / 'slurm.conf'}", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
     finally:
         c.stop()
