@@ -55,6 +55,10 @@ class DataConfig:
     textured: bool = False
     caption_dropout: float = 0.1  # diffusion objective only (CFG training)
     num_workers: int = 0
+    # Two-stage mode: the shards were written by `python -m t2vturbo.precompute` and carry per clip the
+    # stored z_t, teacher cond/uncond outputs, motion score and prompt embedding ({key}.pre.safetensors);
+    # training runs PrecomputedConsistencyDistillation (no teacher forward / backward).
+    precomputed: bool = False
     validation_prompts: list[str] = field(
         default_factory=lambda: ["a red circle moving left", "a blue square moving up", "a green triangle moving right"]
     )
@@ -169,6 +173,11 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         raise ConfigError(f"data.kind={merged.data.kind!r}: expected toy or shards")
     if merged.data.kind == "shards" and not merged.data.urls:
         raise ConfigError("data.kind=shards needs data.urls (e.g. data.urls='/data/toy/toy-{000000..000009}.tar')")
+    if merged.data.precomputed and (merged.data.kind != "shards" or o.name != "consistency_distillation"):
+        raise ConfigError(
+            "data.precomputed=true needs data.kind=shards (the output of python -m t2vturbo.precompute) "
+            "and objective.name=consistency_distillation"
+        )
     if merged.train.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision={merged.train.precision!r}: expected fp32 or bf16")
     if not 0.0 <= o.ema_decay <= 1.0:

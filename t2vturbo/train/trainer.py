@@ -62,9 +62,19 @@ class Trainer:
 
         self.bb = build_backbone(cfg.model, tc.gradient_checkpointing, self.device, self.dtype)
         self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
-        if self.is_cd:
+        self.precomputed = self.is_cd and cfg.data.precomputed
+        if self.precomputed:
+            from .precomputed import NoiseSchedule, PrecomputedConsistencyDistillation
+
+            # stored teacher outputs / motion scores: the objective needs the schedule only
+            self.objective = PrecomputedConsistencyDistillation(
+                cfg.objective, NoiseSchedule.from_backbone(self.bb).to(self.device), cfg.seed,
+                motion=cfg.guidance.motion, lam=cfg.guidance.lam,
+            )
+        elif self.is_cd:
             self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed)
-            if cfg.guidance.motion:
+        if self.is_cd:
+            if cfg.guidance.motion and not self.precomputed:
                 from ..guidance import MotionGuidance
 
                 self.objective.motion_guidance = MotionGuidance.from_config(
@@ -82,6 +92,8 @@ class Trainer:
             if lcfg.enabled:
                 add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
             mark_trainable(module, lcfg.enabled)
+            if self.precomputed:  # the teacher only initialises the student (and export): off the GPU
+                self.bb.teacher.to("cpu")
             self.ema = EMA(module, cfg.objective.ema_decay) if cfg.objective.target == "ema" else None
         else:
             self.objective = DiffusionTraining(cfg.objective, self.bb, cfg.seed, cfg.data.caption_dropout)
@@ -148,7 +160,10 @@ class Trainer:
             self._stream = self._stream_batches()
         b = next(self._stream)
         flags = [bool(m.get("use_reward", True)) for m in b["meta"]]
-        return {"video": b["video"], "caption": b["caption"], "positions": positions, "use_reward": flags}
+        out = {"video": b["video"], "caption": b["caption"], "positions": positions, "use_reward": flags}
+        if "pre" in b:  # precomputed shards (t2vturbo.precompute)
+            out["pre"], out["meta"] = b["pre"], b["meta"]
+        return out
 
     def data_stats(self) -> dict:
         if hasattr(self.dataset, "skip_stats") and self.cfg.data.num_workers == 0:
@@ -159,6 +174,13 @@ class Trainer:
 
     # ---- one micro-batch -----------------------------------------------------------------
     def micro_loss(self, batch):
+        if self.precomputed:
+            if "pre" not in batch:
+                raise ValueError("data.precomputed=true but the shards have no {key}.pre.safetensors")
+            pre = {k: v.to(self.device) for k, v in batch["pre"].items()}
+            eta = torch.full((len(batch["caption"]),), float(self.cfg.guidance.eta))
+            target_net = self.ema.model if self.ema is not None else self.engine.module
+            return self.objective.loss(self.engine, target_net, {**batch, "pre": pre}, eta, dtype=self.dtype)
         z0 = self.bb.encode_video(batch["video"].to(self.device, self.dtype))
         cond = self.bb.encode_text(batch["caption"])
         uncond = self.bb.null_cond(len(batch["caption"]))

@@ -164,3 +164,32 @@ def test_online_motion_guidance_runs_in_the_distillation_step(tiny_teacher_dir, 
     assert any(r["mg_fraction"] > 0 for r in rows)  # some samples fell in the guided half of the grid
     meta = json.loads((out / "export" / "t2vturbo_student.json").read_text())
     assert meta["eta"] == 0.05
+
+
+def test_two_stage_precompute_then_train_without_teacher_forward(tiny_teacher_dir, tmp_path):
+    """Stage 1 writes teacher outputs into new shards; stage 2 trains from them (data.precomputed)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from data_recipes.toy_world import write_toy_shards
+
+    src = tmp_path / "src"
+    write_toy_shards(src, num_clips=4, shard_size=4, frames=4, size=32, seed=0, textured_fraction=0.0)
+    pre = tmp_path / "pre"
+    common = [f"model.path={tiny_teacher_dir}", "model.num_frames=4", "model.height=32", "model.width=32",
+              "model.tiny.block_out_channels=[16,32]"]
+    r = subprocess.run([sys.executable, "-m", "t2vturbo.precompute", *common, "data=toy_shards",
+                        f"data.urls={src / 'toy-000000.tar'}", "data.resampled=false", f"+precompute.out={pre}",
+                        f"output_dir={tmp_path / 'pre_run'}"],
+                       cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    shards = sorted(pre.glob("*.tar"))
+    assert shards
+    out = tmp_path / "train"
+    launch_distill(TINY + common + [f"output_dir={out}", "data=precomputed", f"data.urls={shards[0]}",
+                                    "train.max_steps=2", "train.micro_batch_size=2", "train.ckpt_every=0"])
+    rows = [r for r in metrics(out) if "loss_cd" in r]
+    assert len(rows) == 2 and all(r["loss_cd"] > 0 for r in rows)

@@ -1,0 +1,350 @@
+"""Stage 1 of the two-stage mode (T2V-Turbo-v2 as published): store the teacher's work per clip.
+
+    python -m t2vturbo.precompute [experiment=...] data.urls='/data/clips-{000000..000099}.tar' \\
+        data.resampled=false +precompute.out=/data/pre [+precompute.dtype=fp16] \\
+        [+precompute.shard_size=N] [+precompute.shard_index=I +precompute.num_shard_lists=K] \\
+        [+precompute.batch_size=B] [guidance=motion guidance.reference=invert]
+
+Same Hydra config tree as ``t2vturbo.distill``; the ``precompute`` dict is taken out before
+``t2vturbo.config.validate``. Keys: ``out`` (required), ``dtype`` fp32|fp16|bf16 (storage of the
+float tensors, default fp16), ``shard_size`` (clips per output shard, default 0 = one output shard
+per source shard), ``shard_index`` / ``num_shard_lists`` (this process handles the contiguous chunk
+``shard_index`` of the source shard list cut into ``num_shard_lists`` chunks; one process per chunk,
+e.g. a Slurm array with ``+precompute.shard_index=$SLURM_ARRAY_TASK_ID``), ``batch_size`` (clips
+per teacher call, default 1), ``device`` (default cuda if available).
+
+Per clip, the draws are those of online training at the clip's *position* = its index among all
+samples of the full source shard list (``objectives.draw(positions=[position])`` with the run seed):
+grid index n, noise eps, z_{t_{n+k}} = a z0 + s eps. Each clip keeps this one (t, noise) for the
+whole of training, as the reference does (online mode redraws them every step). With no skipped
+samples, a single rank and no shuffling, the first epoch of online training draws exactly these.
+
+Output (webdataset, ``{out}/{source shard stem}-{part:04d}.tar``; the standard clip layout plus one
+safetensors member, so :class:`t2vturbo.data.shards.ClipStream` reads it unchanged and rewards,
+which need captions and ``use_reward`` flags, keep working)::
+
+    {key}.mp4                the source clip, bytes copied (ClipStream requires it; training decodes
+                             it, which is cheap next to a teacher pass -- not used by the loss)
+    {key}.txt                caption
+    {key}.json               the source json plus ``precompute``: {short_caption, n, t_start, t_end,
+                             mg, position, seed, src_url, src_key, dtype, guidance settings}
+    {key}.pre.safetensors    n [] int64, z_t [C,F,h,w], out_c / out_u [C,F,h,w] (teacher raw outputs,
+                             cond / uncond, at (z_t, t_start); w is drawn at train time), score
+                             [C,F,h,w] (dE/dz_t; zeros where not guided), mg [] bool, cond [L, D]
+                             (prompt embedding). Never pickle.
+
+Restartable: every output shard is written to ``.{name}.tmp-{pid}`` and renamed when complete; a
+``{stem}.done.json`` marks a finished source shard (skipped without reading it). A partly finished
+source shard is re-read (videos decoded again, a cheap step) and only its missing parts computed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tarfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("t2vturbo.precompute")
+
+PRE = "pre"  # {key}.pre.safetensors (t2vturbo.train.precomputed.PRE_NAME)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULTS = {"out": None, "dtype": "fp16", "shard_size": 0, "shard_index": 0, "num_shard_lists": 1,
+            "batch_size": 1, "device": None}
+
+
+def split_config(cfg) -> tuple[DictConfig, dict]:
+    """(validated root config, precompute settings) from a raw Hydra config."""
+    from .config import ConfigError, validate
+
+    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    raw.pop("hydra", None)
+    pre = dict(raw.pop("precompute", None) or {})
+    unknown = sorted(set(pre) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown precompute keys {unknown}; known: {sorted(DEFAULTS)}")
+    pre = {**DEFAULTS, **pre}
+    if not pre["out"]:
+        raise ConfigError("precompute.out is required (+precompute.out=DIR)")
+    if pre["dtype"] not in DTYPES:
+        raise ConfigError(f"precompute.dtype={pre['dtype']!r}: expected one of {sorted(DTYPES)}")
+    if not 0 <= int(pre["shard_index"]) < int(pre["num_shard_lists"]):
+        raise ConfigError(f"precompute.shard_index={pre['shard_index']} not in [0, num_shard_lists={pre['num_shard_lists']})")
+    vcfg = validate(raw)
+    if vcfg.data.kind != "shards":
+        raise ConfigError("precompute reads clip shards: set data=... with data.kind=shards and data.urls")
+    if vcfg.objective.name != "consistency_distillation":
+        raise ConfigError("precompute needs objective.name=consistency_distillation")
+    return vcfg, pre
+
+
+def chunk_of(urls: list[str], index: int, num: int) -> tuple[int, int]:
+    """[lo, hi) of the contiguous chunk ``index`` of ``num`` over ``urls``."""
+    n = len(urls)
+    return index * n // num, (index + 1) * n // num
+
+
+def count_samples(url: str) -> int:
+    """Number of samples (distinct keys with an ``.mp4``) in a shard, reading only tar headers
+    of local files (streams for other URLs)."""
+    import webdataset as wds
+
+    keys = set()
+    if os.path.exists(url):
+        with tarfile.open(url, "r:") as tf:
+            names = tf.getnames()
+    else:
+        with wds.gopen(url, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tf:
+            names = [m.name for m in tf]
+    for name in names:
+        base = os.path.basename(name)
+        if "." in base and base.split(".", 1)[1] == "mp4":
+            keys.add(os.path.join(os.path.dirname(name), base.split(".", 1)[0]))
+    return len(keys)
+
+
+def shard_stem(url: str) -> str:
+    base = url.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".tar.gz", ".tgz", ".tar"):
+        if base.endswith(ext):
+            return base[: -len(ext)]
+    return base
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+
+
+class Precomputer:
+    """Teacher, objective and (optional) motion guidance of one precompute process."""
+
+    def __init__(self, cfg, pre: dict):
+        from .train.build import build_backbone, check_paths
+        from .train.objectives import ConsistencyDistillation
+
+        check_paths(cfg)
+        self.cfg, self.pre = cfg, pre
+        dev = pre["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(dev)
+        self.store_dtype = DTYPES[pre["dtype"]]
+        self.bb = build_backbone(cfg.model, False, self.device, torch.float32)
+        self.bb.eval()
+        self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed)
+        self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
+        self.mg = None
+        if cfg.guidance.motion:
+            from .guidance import MotionGuidance
+
+            self.mg = MotionGuidance.from_config(cfg.guidance, self.bb, self.objective.grid, seed=cfg.seed)
+
+    @torch.no_grad()
+    def compute(self, video: torch.Tensor, captions: list[str], positions: list[int]) -> list[dict[str, torch.Tensor]]:
+        """The stored tensors (float32, before the storage cast) of a batch of clips. The arithmetic
+        is that of ``ConsistencyDistillation.loss`` / ``teacher_step`` / ``MotionGuidance.__call__``."""
+        from .diffusion import add_noise, solver_pair
+        from .guidance.motion import motion_score
+
+        bb, obj = self.bb, self.objective
+        z0 = bb.encode_video(video.to(self.device, torch.float32))
+        cond = bb.encode_text(captions)
+        uncond = bb.null_cond(len(captions))
+        d = obj.draws(positions, self.latent_shape)
+        t_start, t_end = solver_pair(d.index, obj.grid, obj.cfg.skip)
+        t_start, t_end = t_start.to(self.device), t_end.to(self.device)
+        z_t = add_noise(bb.alphas_cumprod, z0.float(), d.noise.to(self.device), t_start)
+        out = bb.teacher(torch.cat([z_t, z_t]), torch.cat([t_start, t_start]), torch.cat([cond, uncond])).float()
+        out_c, out_u = out.chunk(2)
+        score = torch.zeros_like(z_t)
+        guided = torch.zeros(len(positions), dtype=torch.bool)
+        if self.mg is not None:
+            guided = self.mg.guided(t_start).cpu()
+            if bool(guided.any()):
+                idx = guided.nonzero().squeeze(1).to(self.device)
+                pos = [positions[i] for i in idx.tolist()]
+                ref = self.mg.reference_for(z0[idx], t_start[idx], cond[idx], pos)
+                s, _ = motion_score(bb.teacher, z_t[idx], t_start[idx], cond[idx], ref,
+                                    self.mg.energy_scale, self.mg.layer_scale)
+                score[idx] = s.float()
+        res = []
+        for b in range(len(positions)):
+            res.append({
+                "n": d.index[b].reshape(()).long(),
+                "z_t": z_t[b], "out_c": out_c[b], "out_u": out_u[b], "score": score[b],
+                "mg": guided[b].reshape(()), "cond": cond[b].float(),
+                "_t": (int(t_start[b]), int(t_end[b])),
+            })
+        return res
+
+    def stored(self, r: dict) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in r.items():
+            if k.startswith("_"):
+                continue
+            out[k] = v.to(self.store_dtype) if v.is_floating_point() else v
+        return out
+
+
+def _write_part(path: Path, samples: list[dict]) -> None:
+    import webdataset as wds
+
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        w = wds.TarWriter(f, encoder=False)
+        try:
+            for s in samples:
+                w.write(s)
+        finally:
+            w.close()
+    os.replace(tmp, path)
+
+
+def _precompute_shard(cfg, pre: dict, worker: Precomputer, url: str, out: Path, offset: int, summary: dict):
+    """One source shard -> its output parts. Returns (number of source samples, part paths)."""
+    from .data.shards import ClipStream, _Skip
+
+    d = cfg.data
+    stem = shard_stem(url)
+    shard_size = int(pre["shard_size"])
+    bs = max(1, int(pre["batch_size"]))
+    stream = ClipStream([url], cfg.model.num_frames, cfg.model.height, frame_stride=d.frame_stride,
+                        target_fps=d.target_fps, seed=cfg.seed, shuffle_buffer=0, resampled=False,
+                        rank=0, world_size=1, max_skip_fraction=None)
+    parts: list[str] = []
+    part: list[dict] = []
+    pending: list[tuple[dict, dict, int]] = []  # (raw sample, decoded item, position)
+    n_src = 0
+
+    def part_path(j: int) -> Path:
+        return out / f"{stem}-{j:04d}.tar"
+
+    def flush_pending():
+        if not pending:
+            return
+        video = torch.stack([it["video"] for _, it, _ in pending])
+        res = worker.compute(video, [it["caption"] for _, it, _ in pending], [p for _, _, p in pending])
+        for (raw, it, pos), r in zip(pending, res):
+            t_s, t_e = r["_t"]
+            meta = dict(it["meta"])
+            meta["precompute"] = {
+                "short_caption": it["caption"], "n": int(r["n"]), "t_start": t_s, "t_end": t_e,
+                "mg": bool(r["mg"]), "position": pos, "seed": int(cfg.seed), "src_url": url,
+                "src_key": it["key"], "dtype": pre["dtype"], "motion": bool(cfg.guidance.motion),
+                "reference": cfg.guidance.reference if cfg.guidance.motion else None,
+                "num_ddim_timesteps": int(cfg.objective.num_ddim_timesteps), "skip": int(cfg.objective.skip),
+            }
+            part.append({
+                "__key__": it["key"], "mp4": bytes(raw["mp4"]), "txt": it["caption"].encode("utf-8"),
+                "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
+                f"{PRE}.safetensors": _safetensors_bytes(worker.stored(r)),
+            })
+        pending.clear()
+
+    def finalize(j: int):
+        flush_pending()
+        target = part_path(j)
+        if part:
+            _write_part(target, part)
+            summary["written"].append(str(target))
+            summary["clips"] += len(part)
+            part.clear()
+        elif target.exists():
+            summary["skipped"].append(str(target))
+        if target.exists():
+            parts.append(str(target))
+
+    # part j holds the usable clips among the source samples [j * shard_size, (j + 1) * shard_size)
+    # (raw sample counts, so a finished part is skipped without decoding its clips)
+    stream._reset_counters()
+    cur = 0
+    for s in stream._raw_samples(0, 1, (0, 1)):
+        if "mp4" not in s:  # not a clip (count_samples counts keys with an mp4 only)
+            continue
+        i = n_src
+        pos = offset + i
+        n_src += 1
+        j = i // shard_size if shard_size else 0
+        if j != cur:
+            finalize(cur)
+            cur = j
+        if part_path(j).exists():  # finished earlier: nothing to compute for this clip
+            continue
+        key = str(s.get("__key__", ""))
+        try:
+            item = stream._decode(s)
+        except _Skip as sk:
+            summary["skips"][sk.reason] = summary["skips"].get(sk.reason, 0) + 1
+            log.warning("skip %s#%s: %s %s", url, key, sk.reason, sk.detail)
+            continue
+        pending.append((s, item, pos))
+        if len(pending) >= bs:
+            flush_pending()
+    if n_src:
+        finalize(cur)
+    if stream.skipped:
+        for r, c in stream.skipped.items():
+            summary["skips"][r] = summary["skips"].get(r, 0) + c
+    return n_src, parts
+
+
+def precompute(cfg, pre: dict) -> dict:
+    """Run one chunk. Returns ``{"written": [...], "skipped": [...], "clips": N, "skips": {...}}``."""
+    from .data.shards import expand_shard_urls
+
+    urls = expand_shard_urls(cfg.data.urls)
+    lo, hi = chunk_of(urls, int(pre["shard_index"]), int(pre["num_shard_lists"]))
+    out = Path(pre["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    offset = sum(count_samples(u) for u in urls[:lo]) if lo else 0
+    summary = {"written": [], "skipped": [], "clips": 0, "skips": {}, "chunk": [lo, hi]}
+    worker = None
+    for url in urls[lo:hi]:
+        stem = shard_stem(url)
+        done = out / f"{stem}.done.json"
+        if done.exists():
+            rec = json.loads(done.read_text())
+            summary["skipped"] += rec["parts"]
+            offset += rec["source_samples"]
+            continue
+        if worker is None:
+            worker = Precomputer(cfg, pre)
+        n_src, parts = _precompute_shard(cfg, pre, worker, url, out, offset, summary)
+        offset += n_src
+        tmp = done.parent / f".{done.name}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps({"source": url, "source_samples": n_src, "parts": parts}, indent=2))
+        os.replace(tmp, done)
+        log.info("%s: %d samples -> %d part(s)", url, n_src, len(parts))
+    return summary
+
+
+
+def read_pre(data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of one ``{key}.pre.safetensors`` member."""
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def _main(cfg) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    vcfg, pre = split_config(cfg)
+    s = precompute(vcfg, pre)
+    log.info("precompute chunk %s: wrote %d shard(s) (%d clips), skipped %d finished; sample skips %s",
+             s["chunk"], len(s["written"]), s["clips"], len(s["skipped"]), s["skips"])
+    return s
+
+
+def main():
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="config")(_main)()
+
+
+if __name__ == "__main__":
+    main()
