@@ -57,18 +57,20 @@ def _expand_counts(spec: str) -> list[int]:
 def slurm_dist_env(env=os.environ) -> dict[str, str]:
     """RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE/MASTER_ADDR/MASTER_PORT of one task of an ``srun``
     step (the same derivation as ``launch/slurm_env.sh``); empty outside a step or when RANK is set."""
-    if "RANK" in env or "SLURM_STEP_ID" not in env or "SLURM_PROCID" not in env:
+    if "SLURM_STEP_ID" not in env or "SLURM_PROCID" not in env:
         return {}
+    # Inside an srun step the job defines the ranks: RANK/MASTER_* inherited from the submitting
+    # shell are ignored (T2V_MASTER_ADDR / T2V_MASTER_PORT override on purpose).
     counts = _expand_counts(env.get("SLURM_STEP_TASKS_PER_NODE", env.get("SLURM_TASKS_PER_NODE", "1")))
     node = int(env.get("SLURM_NODEID", 0))
     out = {
         "RANK": env["SLURM_PROCID"],
         "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
         "WORLD_SIZE": env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")),
-        "LOCAL_WORLD_SIZE": env.get("LOCAL_WORLD_SIZE") or str(counts[node] if node < len(counts) else counts[0]),
-        "MASTER_PORT": env.get("MASTER_PORT") or str(10000 + int(env.get("SLURM_JOB_ID", 0)) % 20000),
+        "LOCAL_WORLD_SIZE": str(counts[node] if node < len(counts) else counts[0]),
+        "MASTER_PORT": env.get("T2V_MASTER_PORT") or str(10000 + int(env.get("SLURM_JOB_ID", 0)) % 20000),
     }
-    addr = env.get("MASTER_ADDR")
+    addr = env.get("T2V_MASTER_ADDR")
     nodes = env.get("SLURM_STEP_NODELIST", env.get("SLURM_JOB_NODELIST", ""))
     if not addr and nodes:
         try:

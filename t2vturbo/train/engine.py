@@ -25,7 +25,8 @@ def init_distributed() -> tuple[int, int, int]:
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        if "MASTER_PORT" not in os.environ:
+        if "MASTER_PORT" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+            # a single process needs no agreed port: never reuse one inherited from a parent process
             os.environ["MASTER_PORT"] = str(_free_port())
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, verbose=False)

@@ -56,3 +56,17 @@ def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tiny_teacher_dir, t
     assert 2 <= state["step"] < 200 and logged[-1] == state["step"] and state["world_size"] == 2
     assert f"signal SIGUSR1: checkpoint written at step {state['step']}" in outs[0]
     assert not (out / "export").exists()
+
+
+def test_slurm_env_ignores_inherited_master_port_and_rank():
+    """sbatch exports the submitting shell's environment: a leftover MASTER_PORT/RANK there must not
+    decide the job's rendezvous (it did, and two jobs fought over one port)."""
+    from t2vturbo.distill import slurm_dist_env
+
+    env = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NTASKS": "2",
+           "SLURM_TASKS_PER_NODE": "2", "SLURM_JOB_ID": "123456", "MASTER_PORT": "35019", "RANK": "0",
+           "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "10.0.0.9"}
+    out = slurm_dist_env(env)
+    assert out["RANK"] == "1" and out["WORLD_SIZE"] == "2" and out["LOCAL_WORLD_SIZE"] == "2"
+    assert out["MASTER_PORT"] == str(10000 + 123456 % 20000) and out["MASTER_ADDR"] != "10.0.0.9"
+    assert slurm_dist_env({**env, "T2V_MASTER_PORT": "29500"})["MASTER_PORT"] == "29500"
