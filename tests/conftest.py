@@ -20,6 +20,17 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny ops are dominated by OpenMP spin/wait on shared cores: one thread is much faster here."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def free_port() -> int:
     import socket
 

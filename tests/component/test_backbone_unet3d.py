@@ -31,15 +31,6 @@ B, NF, S = 2, 4, 16
 PIX = dict(vae="pixel_unshuffle", block_out_channels=(16, 32))  # 48 x 4 x 4 x 4 latents
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny ops are dominated by OpenMP spin/wait when the cores are shared: one thread is much faster.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def bb_kl():
     return tiny_backbone()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from t2vturbo.data.video_io import read_video
 from t2vturbo.eval import score_table
@@ -45,14 +44,6 @@ from t2vturbo.eval.vbench_constants import (
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "vbench"
 F, H, W = 4, 16, 16
 PROMPTS = ['a red circle moving "left"', "AC/DC: a blue square's path up"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,6 @@ B, NF, S = 2, 4, 16
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def bb():
     return tiny_backbone(vae="pixel_unshuffle", block_out_channels=(16, 32))

@@ -49,14 +49,6 @@ C = 48
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def bb():
     return tiny_backbone(vae="pixel_unshuffle", block_out_channels=(16, 32))

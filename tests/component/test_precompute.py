@@ -29,14 +29,6 @@ ETA = 0.05
 LAM = 5.0  # 100x the reference: a random tiny teacher has small scores; makes their effect visible
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("pre")

@@ -64,16 +64,6 @@ def _write_export(export_dir: Path, teacher_path: Path, bb: UNet3DBackbone) -> P
     return export_dir
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny UNet's ops are too small to gain from a 2nd thread, and on a shared CPU idle-waiting
-    OpenMP workers can make single calls 10-100x slower; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """(run_dir, export_dir, teacher_dir): run_dir/export holds a student exported from a tiny teacher."""
