@@ -55,7 +55,12 @@ try:  # run from a checkout without installing the package
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from t2vturbo.backbones.unet3d import UNet3DBackbone, build_word_tokenizer, tiny_backbone
+from t2vturbo.backbones.unet3d import (
+    UNet3DBackbone,
+    build_word_tokenizer,
+    default_scheduler_config,
+    tiny_backbone,
+)
 from t2vturbo.sample import sample_student, sample_teacher
 
 TEACHER_STEPS = 50
@@ -122,17 +127,7 @@ def modelscope_components(seed: int = 0):
             eos_token_id=3,
         )
     )
-    sched = {
-        "_class_name": "DDIMScheduler",
-        "num_train_timesteps": 1000,
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "prediction_type": "epsilon",
-        "clip_sample": False,
-        "set_alpha_to_one": False,
-        "steps_offset": 1,
-    }
+    sched = default_scheduler_config("epsilon")
     return unet, vae, text_encoder, tokenizer, sched
 
 

@@ -260,6 +260,22 @@ def build_word_tokenizer(words=TOY_WORDS, max_length: int = 16):
     )
 
 
+def default_scheduler_config(prediction_type: str = "epsilon") -> dict:
+    """The SD/ModelScope noise schedule (scaled_linear 0.00085 -> 0.012 over 1000 steps) as a
+    diffusers ``scheduler_config.json`` dict."""
+    return {
+        "_class_name": "DDIMScheduler",
+        "num_train_timesteps": 1000,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "prediction_type": prediction_type,
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+    }
+
+
 def tiny_components(
     seed: int = 0,
     block_out_channels=(32, 64),
@@ -322,17 +338,7 @@ def tiny_components(
         cross_attention_dim=text_dim,
         attention_head_dim=attention_head_dim,
     )
-    sched = {
-        "_class_name": "DDIMScheduler",
-        "num_train_timesteps": 1000,
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "prediction_type": prediction_type,
-        "clip_sample": False,
-        "set_alpha_to_one": False,
-        "steps_offset": 1,
-    }
+    sched = default_scheduler_config(prediction_type)
     return unet, vae_m, text_encoder, tokenizer, sched
 
 

@@ -122,6 +122,15 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def apply_motion_score(eps_hat, score, t, idx, lam: float, alphas_cumprod):
+    """``eps_hat[idx] -= lam * sqrt(1 - sqrt(alpha_bar_t)) * score`` (``score`` holds the rows ``idx``);
+    the other samples are returned unchanged. Shared by online guidance and precomputed training."""
+    coef = guidance_coefficient(alphas_cumprod, t[idx], score)
+    out = eps_hat.clone()
+    out[idx] = (_wide(eps_hat[idx]) - lam * coef * score).to(eps_hat.dtype)
+    return out
+
+
 def _dtype_of(module: nn.Module) -> torch.dtype:
     p = next(module.parameters(), None)
     return p.dtype if p is not None else torch.float32
@@ -396,9 +405,7 @@ class MotionGuidance:
         t = torch.as_tensor(t).to(z_t.device)
         ref = self.reference_for(z0, t[idx], cond[idx], pos)
         score, energy = motion_score(self.teacher, z_t[idx], t[idx], cond[idx], ref, self.energy_scale, self.layer_scale)
-        coef = guidance_coefficient(self.bb.alphas_cumprod, t[idx], score)
-        out = eps_hat.clone()
-        out[idx] = (_wide(eps_hat[idx]) - self.lam * coef * score).to(eps_hat.dtype)
+        out = apply_motion_score(eps_hat, score, t, idx, self.lam, self.bb.alphas_cumprod)
         self.stats = {
             "mg_fraction": float(len(idx)) / b,
             "mg_score_abs": float(score.abs().mean()),

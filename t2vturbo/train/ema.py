@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 
-def _gathered(params):
+def gathered(params):
     """Gather ZeRO-3 partitioned parameters (no-op otherwise)."""
     if any(hasattr(p, "ds_id") for p in params):
         import deepspeed
@@ -22,7 +22,7 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = float(decay)
         params = list(model.parameters())
-        with _gathered(params):
+        with gathered(params):
             self.model = copy.deepcopy(model)
         self.model.requires_grad_(False)
         self.model.eval()
@@ -31,7 +31,7 @@ class EMA:
     def update(self, model: nn.Module):
         src = dict(model.named_parameters())
         params = list(src.values())
-        with _gathered(params):
+        with gathered(params):
             for name, p_ema in self.model.named_parameters():
                 p = src[name]
                 p_ema.copy_(torch.lerp(p.detach().to(p_ema.dtype), p_ema, self.decay))

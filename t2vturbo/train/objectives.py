@@ -26,6 +26,13 @@ from ..diffusion import (
 )
 
 
+def cfg_x0_eps(out_c, out_u, z_t, t, w, alphas_cumprod, prediction_type: str, form: str = "lcm"):
+    """Classifier-free guidance on both x0 and eps from the teacher's cond/uncond outputs at (z_t, t)."""
+    x0_c, eps_c = to_x0_eps(out_c, z_t, t, alphas_cumprod, prediction_type)
+    x0_u, eps_u = to_x0_eps(out_u, z_t, t, alphas_cumprod, prediction_type)
+    return apply_cfg(x0_c, x0_u, w, form), apply_cfg(eps_c, eps_u, w, form)
+
+
 def sample_generator(seed: int, position: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed((int(seed) * 1_000_003 + int(position) * 7_919 + 12_345) % (2**63 - 1))
@@ -86,10 +93,7 @@ class ConsistencyDistillation:
         two_t = torch.cat([t_start, t_start])
         out = self.bb.teacher(torch.cat([z_t, z_t]), two_t, torch.cat([cond, uncond])).float()
         out_c, out_u = out.chunk(2)
-        x0_c, eps_c = to_x0_eps(out_c, z_t.float(), t_start, ac, pt)
-        x0_u, eps_u = to_x0_eps(out_u, z_t.float(), t_start, ac, pt)
-        x0_hat = apply_cfg(x0_c, x0_u, w, self.cfg.guidance_form)
-        eps_hat = apply_cfg(eps_c, eps_u, w, self.cfg.guidance_form)
+        x0_hat, eps_hat = cfg_x0_eps(out_c, out_u, z_t.float(), t_start, w, ac, pt, self.cfg.guidance_form)
         if self.motion_guidance is not None:
             eps_hat = self.motion_guidance(z_t, t_start, cond, eps_hat, batch)
         return ddim_step(x0_hat, eps_hat, t_end, ac)

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from ..diffusion import apply_cfg, consistency_loss, ddim_step, make_alphas_cumprod, to_x0_eps
-from ..guidance.motion import guidance_coefficient
-from .objectives import ConsistencyDistillation, draw
+from ..diffusion import consistency_loss, ddim_step, make_alphas_cumprod
+from ..guidance.motion import apply_motion_score
+from .objectives import ConsistencyDistillation, cfg_x0_eps, draw
 
 #: tensors of one clip in ``{key}.pre.safetensors``
 PRE_TENSORS = ("n", "z_t", "out_c", "out_u", "score", "mg", "cond")
@@ -83,17 +83,11 @@ def augmented_teacher_step(
     """z_hat_{t_end} from the teacher's stored cond/uncond outputs at (z_t, t_start), in float32:
     CFG on x0 and eps, eps_hat -= lam sqrt(1 - sqrt(ab_t)) score on the ``guided`` samples, one DDIM
     step. The same arithmetic as ``ConsistencyDistillation.teacher_step`` + ``MotionGuidance``."""
-    z = z_t.float()
-    x0_c, eps_c = to_x0_eps(out_c.float(), z, t_start, alphas_cumprod, prediction_type)
-    x0_u, eps_u = to_x0_eps(out_u.float(), z, t_start, alphas_cumprod, prediction_type)
-    x0_hat = apply_cfg(x0_c, x0_u, w, guidance_form)
-    eps_hat = apply_cfg(eps_c, eps_u, w, guidance_form)
+    x0_hat, eps_hat = cfg_x0_eps(out_c.float(), out_u.float(), z_t.float(), t_start, w, alphas_cumprod,
+                                 prediction_type, guidance_form)
     if score is not None and guided is not None and bool(guided.any()):
         idx = guided.nonzero().squeeze(1)
-        sc = score[idx].float()
-        coef = guidance_coefficient(alphas_cumprod, t_start[idx], sc)
-        eps_hat = eps_hat.clone()
-        eps_hat[idx] = eps_hat[idx] - lam * coef * sc
+        eps_hat = apply_motion_score(eps_hat, score[idx].float(), t_start, idx, lam, alphas_cumprod)
     return ddim_step(x0_hat, eps_hat, t_end, alphas_cumprod)
 
 

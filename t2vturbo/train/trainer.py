@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from . import checkpoint as ckpt
 from .build import build_backbone, build_dataset, check_paths
-from .ema import EMA
+from .ema import EMA, gathered
 from .engine import device_for, init_distributed, initialize
 from .logger import MetricLogger
 from .lora import add_lora, mark_trainable, merge_lora
@@ -372,13 +372,8 @@ class Trainer:
         net.train(was_training)
 
     def _gathered_state_dict(self, module):
-        params = list(module.parameters())
-        if any(hasattr(p, "ds_id") for p in params):
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
-        return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
+        with gathered(list(module.parameters())):  # full tensors under ZeRO-3
+            return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
 
     def export(self):
         out = Path(self.cfg.train.export_dir or (self.out / "export"))
