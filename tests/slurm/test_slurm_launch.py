@@ -134,7 +134,15 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tiny_teacher_dir, tmp_
     stopped = (out / "checkpoints" / "latest").read_text().strip()
     stop_step = json.loads((out / "checkpoints" / stopped / "trainer_state.json").read_text())["step"]
     assert 2 <= stop_step < steps and not (out / "export").exists()
-    # Slurm holds a requeued job for ~2 min (BeginTime) before it may start again: skip the wait
+    # The old allocation may still be tearing down (srun waits up to 32 s for its step): starting the
+    # requeued job before the node is idle again fails its launch. Wait for that, as Slurm's own
+    # ~2 min hold (BeginTime) would, then skip the rest of the hold.
+    t_idle = time.time()
+    while time.time() - t_idle < 120:
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], env=slurm_env, capture_output=True, text=True).stdout
+        if state.strip() == "idle":
+            break
+        time.sleep(0.5)
     subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], env=slurm_env, check=True)
     info = wait_for(lambda i: i.get("JobState") == "COMPLETED", "did not complete after requeue")
     print(f"USR1 at step {stop_step}, requeue, resume, done: {time.time() - t0:.1f}s")
