@@ -43,9 +43,24 @@ class ModelConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One source of a ``data.kind=mixture`` (t2vturbo/data/mixture.py)."""
+
+    name: str = "source"
+    urls: str | None = None  # as data.urls
+    weight: float = 1.0  # sampling probability = weight / sum of weights
+    use_reward: bool = True  # reward terms apply to this source's samples (AND the sample json's flag)
+    use_motion_guide: bool = True  # motion guidance applies to this source's samples (AND the json's flag)
+    reward_caption_key: str | None = None  # json field the rewards score against (e.g. short_caption)
+    frame_stride: int | None = None  # null: data.frame_stride
+    target_fps: float | None = None  # null: data.target_fps
+
+
+@dataclass
 class DataConfig:
-    kind: str = "toy"  # toy (rendered on the fly) | shards (webdataset: mp4 + txt + json)
+    kind: str = "toy"  # toy (rendered on the fly) | shards (webdataset: mp4 + txt + json) | mixture
     urls: str | None = None  # shards: brace pattern, list file entries, or pipe: URLs
+    sources: list[SourceConfig] = field(default_factory=list)  # mixture: weighted shard sources
     resampled: bool = True  # shards: infinite stream (exact resume)
     shuffle_buffer: int = 64
     frame_stride: int | None = None
@@ -169,13 +184,29 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         raise ConfigError(f"objective.name={o.name!r}: expected consistency_distillation or diffusion")
     if o.target not in ("ema", "student"):
         raise ConfigError(f"objective.target={o.target!r}: expected 'ema' or 'student'")
-    if merged.data.kind not in ("toy", "shards"):
-        raise ConfigError(f"data.kind={merged.data.kind!r}: expected toy or shards")
+    if merged.data.kind not in ("toy", "shards", "mixture"):
+        raise ConfigError(f"data.kind={merged.data.kind!r}: expected toy, shards or mixture")
     if merged.data.kind == "shards" and not merged.data.urls:
         raise ConfigError("data.kind=shards needs data.urls (e.g. data.urls='/data/toy/toy-{000000..000009}.tar')")
-    if merged.data.precomputed and (merged.data.kind != "shards" or o.name != "consistency_distillation"):
+    if merged.data.kind == "mixture":
+        srcs = merged.data.sources
+        if not srcs:
+            raise ConfigError("data.kind=mixture needs data.sources: a list of {name, urls, weight, ...}")
+        names = [s.name for s in srcs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.sources names must be unique, got {names}")
+        for i, s in enumerate(srcs):
+            if not s.urls:
+                raise ConfigError(f"data.sources[{i}] ({s.name}) needs urls")
+            if not s.weight >= 0:
+                raise ConfigError(f"data.sources[{i}] ({s.name}): weight={s.weight} must be >= 0")
+        if not sum(s.weight for s in srcs) > 0:
+            raise ConfigError("data.sources: the weights sum to 0")
+    elif merged.data.sources:
+        raise ConfigError(f"data.sources is only used with data.kind=mixture (data.kind={merged.data.kind!r})")
+    if merged.data.precomputed and (merged.data.kind not in ("shards", "mixture") or o.name != "consistency_distillation"):
         raise ConfigError(
-            "data.precomputed=true needs data.kind=shards (the output of python -m t2vturbo.precompute) "
+            "data.precomputed=true needs data.kind=shards or mixture (the output of python -m t2vturbo.precompute) "
             "and objective.name=consistency_distillation"
         )
     if merged.train.precision not in ("fp32", "bf16"):

@@ -145,7 +145,8 @@ class Precomputer:
             self.mg = MotionGuidance.from_config(cfg.guidance, self.bb, self.objective.grid, seed=cfg.seed)
 
     @torch.no_grad()
-    def compute(self, video: torch.Tensor, captions: list[str], positions: list[int]) -> list[dict[str, torch.Tensor]]:
+    def compute(self, video: torch.Tensor, captions: list[str], positions: list[int],
+                use_motion_guide: list[bool] | None = None) -> list[dict[str, torch.Tensor]]:
         """The stored tensors (float32, before the storage cast) of a batch of clips. The arithmetic
         is that of ``ConsistencyDistillation.loss`` / ``teacher_step`` / ``MotionGuidance.__call__``."""
         from .diffusion import add_noise, solver_pair
@@ -164,7 +165,7 @@ class Precomputer:
         score = torch.zeros_like(z_t)
         guided = torch.zeros(len(positions), dtype=torch.bool)
         if self.mg is not None:
-            guided = self.mg.guided(t_start).cpu()
+            guided = self.mg.guided(t_start, use_motion_guide).cpu()
             if bool(guided.any()):
                 idx = guided.nonzero().squeeze(1).to(self.device)
                 pos = [positions[i] for i in idx.tolist()]
@@ -228,7 +229,8 @@ def _precompute_shard(cfg, pre: dict, worker: Precomputer, url: str, out: Path, 
         if not pending:
             return
         video = torch.stack([it["video"] for _, it, _ in pending])
-        res = worker.compute(video, [it["caption"] for _, it, _ in pending], [p for _, _, p in pending])
+        res = worker.compute(video, [it["caption"] for _, it, _ in pending], [p for _, _, p in pending],
+                             [bool(it["meta"].get("use_motion_guide", True)) for _, it, _ in pending])
         for (raw, it, pos), r in zip(pending, res):
             t_s, t_e = r["_t"]
             meta = dict(it["meta"])

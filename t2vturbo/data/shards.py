@@ -168,6 +168,17 @@ def expand_shard_urls(urls: str | Sequence[str]) -> list[str]:
     return out
 
 
+def slot_share(n: int, worker: int, num_workers: int, batch: int) -> int:
+    """Samples of the ``n`` a rank consumed that came from DataLoader ``worker`` (the loader's
+    in-order round robin over ``num_workers`` workers in batches of ``batch``)."""
+    if num_workers <= 1:
+        return n
+    full, rest = divmod(n, batch)
+    batches = max(0, -(-(full - worker) // num_workers))
+    extra = rest if full % num_workers == worker else 0
+    return batches * batch + extra
+
+
 def _seed(*parts: int) -> int:
     """A 64-bit seed from non-negative-mapped integer parts (process independent)."""
     return int(np.random.SeedSequence([int(p) % 2**64 for p in parts]).generate_state(1, np.uint64)[0])
@@ -418,14 +429,7 @@ class ClipStream(IterableDataset):
         self._resume = (self.epoch, n) if n > 0 else None
 
     def _slot_skip(self, n: int, worker: int, num_workers: int) -> int:
-        """Samples of ``n`` consumed by the rank that came from ``worker`` (round-robin batches)."""
-        if num_workers <= 1:
-            return n
-        b = self.loader_batch_size
-        full, rest = divmod(n, b)
-        batches = max(0, -(-(full - worker) // num_workers))
-        extra = rest if full % num_workers == worker else 0
-        return batches * b + extra
+        return slot_share(n, worker, num_workers, self.loader_batch_size)
 
     # ---- shard plan ----------------------------------------------------------------------
     def _shard_plan(self, slot: int, nslots: int) -> Iterator[tuple[str, int, int]]:
@@ -634,8 +638,12 @@ class ClipStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        self._reset_counters()
+        worker, to_skip = self._begin(worker, num_workers)
+        yield from self._iter_slot(worker, num_workers, to_skip, count_seen=info is None)
 
+    def _begin(self, worker: int, num_workers: int) -> tuple[int, int]:
+        """Start an iteration: ``(logical worker, samples this slot skips)`` after a resume."""
+        self._reset_counters()
         to_skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             n = self._resume[1]
@@ -648,6 +656,11 @@ class ClipStream(IterableDataset):
         else:
             self.samples_seen = 0
         self._resume = None  # consumed (in this process)
+        return worker, to_skip
+
+    def _iter_slot(self, worker: int, num_workers: int, to_skip: int, count_seen: bool = True) -> Iterator[dict[str, Any]]:
+        """The samples of (this rank, logical ``worker``), the first ``to_skip`` usable ones
+        fast-forwarded (checked without decoding, not yielded)."""
         slot, nslots = self.rank * num_workers + worker, self.world_size * num_workers
         wk = (worker, num_workers)
 
@@ -668,7 +681,7 @@ class ClipStream(IterableDataset):
                 self._record_skip(url, key, sk.reason, sk.detail, wk)
                 continue
             self.num_yielded += 1
-            if info is None:
+            if count_seen:
                 self.samples_seen += 1
             yield item
         if self.num_yielded == 0 and self.num_skipped > 0:

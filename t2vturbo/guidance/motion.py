@@ -293,7 +293,8 @@ class MotionGuidance:
         eps_hat <- eps_hat - lam * sqrt(1 - sqrt(alpha_bar_t)) * dE/dz_t
     with E from :func:`motion_energy` against the reference of the sample's own clip
     (``batch["latents"]`` = its clean latents z0, ``cond`` = its caption). Other samples' eps_hat are
-    returned bit for bit unchanged, and no teacher pass is spent on them.
+    returned bit for bit unchanged, and no teacher pass is spent on them. Samples whose
+    ``batch["use_motion_guide"]`` flag is false (a mixture source's setting) are never guided.
 
     ``lam`` is lambda as the reference *code* uses it (0.05, with E carrying the two factors of 100);
     the paper's lambda = 500 is ``lam * energy_scale * layer_scale`` (see module docstring).
@@ -357,15 +358,22 @@ class MotionGuidance:
             raise ValueError(f"timesteps {t.tolist()} are not all on the DDIM grid {self.grid.tolist()[:4]}...")
         return n
 
-    def guided(self, t: torch.Tensor) -> torch.Tensor:
-        """[B] bool: n >= (1 - tau) * N (the reference's condition on the start index)."""
-        return self.grid_index(t) >= (1.0 - self.tau) * self.num_grid
+    def guided(self, t: torch.Tensor, flags=None) -> torch.Tensor:
+        """[B] bool: n >= (1 - tau) * N (the reference's condition on the start index), and the
+        sample's ``use_motion_guide`` flag where ``flags`` (one bool per sample) is given."""
+        g = self.grid_index(t) >= (1.0 - self.tau) * self.num_grid
+        if flags is not None:
+            f = torch.as_tensor(list(flags), dtype=torch.bool).reshape(-1)
+            if f.shape != g.shape:
+                raise ValueError(f"use_motion_guide has {f.numel()} flags for a batch of {g.numel()}")
+            g = g & f
+        return g
 
-    def student_eta(self, t: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+    def student_eta(self, t: torch.Tensor, eta: torch.Tensor, flags=None) -> torch.Tensor:
         """The student's eta input per sample: eta where guided, 0 elsewhere (as the reference feeds
         its motion-scale embedding)."""
         eta = torch.as_tensor(eta, dtype=torch.float32).reshape(-1)
-        return torch.where(self.guided(t), eta, torch.zeros_like(eta))
+        return torch.where(self.guided(t, flags), eta, torch.zeros_like(eta))
 
     # ---- reference ----------------------------------------------------------------------------
     def reference_noise(self, positions, shape, device) -> torch.Tensor:
@@ -388,7 +396,7 @@ class MotionGuidance:
 
     # ---- hook ---------------------------------------------------------------------------------
     def __call__(self, z_t, t, cond, eps_hat, batch=None):
-        guided = self.guided(t)
+        guided = self.guided(t, (batch or {}).get("use_motion_guide"))
         b = z_t.shape[0]
         if not bool(guided.any()):
             self.stats = {"mg_fraction": 0.0, "mg_score_abs": 0.0, "mg_energy": 0.0}

@@ -59,21 +59,37 @@ def build_dataset(cfg):
             seed=cfg.seed,
             textured=d.textured,
         )
-    if d.kind == "shards":
+    if d.kind in ("shards", "mixture"):
         from ..data.shards import ClipStream
 
         if cfg.model.height != cfg.model.width:
-            raise ValueError("data.kind=shards centre-crops square clips: set model.height == model.width")
-        return ClipStream(
-            d.urls,
-            num_frames=cfg.model.num_frames,
-            size=cfg.model.height,
-            frame_stride=d.frame_stride,
-            target_fps=d.target_fps,
-            seed=cfg.seed,
-            shuffle_buffer=d.shuffle_buffer,
-            resampled=d.resampled,
-            max_skip_fraction=d.max_skip_fraction,
-            loader_batch_size=cfg.train.micro_batch_size,
-        )
-    raise ValueError(f"data.kind={d.kind!r}: available: toy, shards")
+            raise ValueError(f"data.kind={d.kind} centre-crops square clips: set model.height == model.width")
+
+        def stream(urls, frame_stride, target_fps, salt=0):
+            return ClipStream(
+                urls,
+                num_frames=cfg.model.num_frames,
+                size=cfg.model.height,
+                frame_stride=frame_stride,
+                target_fps=target_fps,
+                seed=cfg.seed + salt,
+                shuffle_buffer=d.shuffle_buffer,
+                resampled=d.resampled,
+                max_skip_fraction=d.max_skip_fraction,
+                loader_batch_size=cfg.train.micro_batch_size,
+            )
+
+        if d.kind == "shards":
+            return stream(d.urls, d.frame_stride, d.target_fps)
+        from ..data.mixture import MixtureSource, MixtureStream
+
+        sources = []
+        for i, s in enumerate(d.sources):
+            own = s.frame_stride is not None or s.target_fps is not None  # else data.frame_stride / target_fps
+            fs, fps = (s.frame_stride, s.target_fps) if own else (d.frame_stride, d.target_fps)
+            sources.append(MixtureSource(
+                name=s.name, stream=stream(s.urls, fs, fps, salt=1000 * (i + 1)), weight=s.weight,
+                use_reward=s.use_reward, use_motion_guide=s.use_motion_guide, reward_caption_key=s.reward_caption_key,
+            ))
+        return MixtureStream(sources, seed=cfg.seed, loader_batch_size=cfg.train.micro_batch_size)
+    raise ValueError(f"data.kind={d.kind!r}: available: toy, shards, mixture")

@@ -112,7 +112,7 @@ class ConsistencyDistillation:
         mg = self.motion_guidance
         if mg is not None:  # the reference maps need the clean latents; eta only on guided samples
             batch = {**(batch or {}), "latents": z0}
-            eta = mg.student_eta(t_start, eta)
+            eta = mg.student_eta(t_start, eta, batch.get("use_motion_guide"))
         z_prev = self.teacher_step(z_t.to(dtype), t_start, t_end, cond, uncond, w, batch)
         pred = self.consistency_fn(student, z_t.to(dtype), t_start, cond, w, eta)
         with torch.no_grad():
@@ -122,7 +122,9 @@ class ConsistencyDistillation:
         if mg is not None:
             logs.update(mg.stats)
         if self.reward_term is not None and self.reward_term.active and batch is not None:
-            r_loss, r_logs = self.reward_term(pred, batch["caption"], batch["positions"], batch.get("use_reward"))
+            r_loss, r_logs = self.reward_term(
+                pred, batch.get("reward_caption") or batch["caption"], batch["positions"], batch.get("use_reward")
+            )
             loss = loss + r_loss
             logs.update(r_logs)
         return loss, logs, pred

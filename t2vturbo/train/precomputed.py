@@ -145,7 +145,9 @@ class PrecomputedConsistencyDistillation(ConsistencyDistillation):
             logs.update({"mg_fraction": float(g.float().mean()),
                          "mg_score_abs": float(sc.abs().mean()) if sc is not None else 0.0})
         if self.reward_term is not None and self.reward_term.active:
-            r_loss, r_logs = self.reward_term(pred, batch["caption"], batch["positions"], batch.get("use_reward"))
+            r_loss, r_logs = self.reward_term(
+                pred, batch.get("reward_caption") or batch["caption"], batch["positions"], batch.get("use_reward")
+            )
             loss = loss + r_loss
             logs.update(r_logs)
         return loss, logs, pred

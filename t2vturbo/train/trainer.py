@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +37,16 @@ def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def memory_stats(device) -> dict[str, float]:
+    """Peak memory so far: ``max_rss_mib`` (this process, from getrusage) and, on CUDA,
+    ``cuda_max_allocated_mib`` (torch's allocator peak on ``device``)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"max_rss_mib": rss / (2**20 if sys.platform == "darwin" else 1024)}  # bytes on macOS, KiB on Linux
+    if torch.device(device).type == "cuda":
+        out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 
 
 class NonFiniteLossError(RuntimeError):
@@ -159,8 +171,14 @@ class Trainer:
         if self._stream is None:
             self._stream = self._stream_batches()
         b = next(self._stream)
-        flags = [bool(m.get("use_reward", True)) for m in b["meta"]]
-        out = {"video": b["video"], "caption": b["caption"], "positions": positions, "use_reward": flags}
+        meta = b["meta"]
+        out = {
+            "video": b["video"], "caption": b["caption"], "positions": positions,
+            # per-sample flags (a mixture source's, AND the sample json's own; data/mixture.py)
+            "use_reward": [bool(m.get("use_reward", True)) for m in meta],
+            "use_motion_guide": [bool(m.get("use_motion_guide", True)) for m in meta],
+            "reward_caption": [m.get("reward_caption") or c for m, c in zip(meta, b["caption"])],
+        }
         if "pre" in b:  # precomputed shards (t2vturbo.precompute)
             out["pre"], out["meta"] = b["pre"], b["meta"]
         return out
@@ -169,7 +187,10 @@ class Trainer:
         if hasattr(self.dataset, "skip_stats") and self.cfg.data.num_workers == 0:
             st = self.dataset.skip_stats()
             first = ", ".join(f"{r['url'].rsplit('/', 1)[-1]}#{r['key']}:{r['reason']}" for r in st.get("first", [])[:5])
-            return {"data_skipped": st.get("skipped", 0), "data_seen": st.get("seen", 0), "data_first_skips": first}
+            out = {"data_skipped": st.get("skipped", 0), "data_seen": st.get("seen", 0), "data_first_skips": first}
+            for name, n in st.get("by_source", {}).items():
+                out[f"data_drawn/{name}"] = n
+            return out
         return {}
 
     # ---- one micro-batch -----------------------------------------------------------------
@@ -264,6 +285,7 @@ class Trainer:
                         "step_time": dt,
                         "samples_per_s": tc.micro_batch_size * tc.grad_accum * self.world / dt,
                         "skipped_nonfinite": self.skipped,
+                        **memory_stats(self.device),
                         **self.data_stats(),
                     },
                 )

@@ -193,3 +193,71 @@ def test_two_stage_precompute_then_train_without_teacher_forward(tiny_teacher_di
                                     "train.max_steps=2", "train.micro_batch_size=2", "train.ckpt_every=0"])
     rows = [r for r in metrics(out) if "loss_cd" in r]
     assert len(rows) == 2 and all(r["loss_cd"] > 0 for r in rows)
+
+
+def test_mixture_flags_reach_the_reward_term_and_motion_guidance(tiny_teacher_dir, tmp_path, monkeypatch):
+    """data.kind=mixture in the trainer: rewards see only use_reward samples with their short
+    captions, motion guidance only use_motion_guide samples; samples drawn per source are logged."""
+    import webdataset as wds
+
+    from data_recipes.toy_world import write_toy_shards
+    from t2vturbo.guidance.motion import MotionGuidance
+    from t2vturbo.train.reward_term import RewardTerm
+    from t2vturbo.train.trainer import Trainer
+
+    a = write_toy_shards(tmp_path / "a", 8, 8, frames=4, size=16, seed=1, textured_fraction=0.0)[0]
+    b_src = write_toy_shards(tmp_path / "b_src", 8, 8, frames=4, size=16, seed=2, textured_fraction=0.0)[0]
+    b = tmp_path / "b.tar"
+    with open(b, "wb") as f:
+        w = wds.TarWriter(f, encoder=False, mtime=0.0)
+        for s in wds.WebDataset(b_src, shardshuffle=False):
+            meta = {**json.loads(s["json"]), "short": "short " + s["txt"].decode()}
+            w.write({"__key__": s["__key__"], "mp4": s["mp4"], "txt": s["txt"], "json": json.dumps(meta).encode()})
+        w.close()
+    seen_reward, seen_mg = [], []
+    orig_reward, orig_guided = RewardTerm.__call__, MotionGuidance.guided
+
+    def reward_call(self, x0, prompts, positions, use_reward=None):
+        seen_reward.append((list(prompts), list(use_reward)))
+        return orig_reward(self, x0, prompts, positions, use_reward)
+
+    def guided(self, t, flags=None):
+        seen_mg.append(None if flags is None else list(flags))
+        return orig_guided(self, t, flags)
+
+    monkeypatch.setattr(RewardTerm, "__call__", reward_call)
+    monkeypatch.setattr(MotionGuidance, "guided", guided)
+    cfg = validate({
+        "output_dir": str(tmp_path / "run"),
+        "model": {"path": str(tiny_teacher_dir), "num_frames": 4, "height": 16, "width": 16},
+        "data": {"kind": "mixture", "shuffle_buffer": 0, "sources": [
+            {"name": "a", "urls": a, "weight": 1.0, "use_reward": True, "use_motion_guide": False},
+            {"name": "b", "urls": str(b), "weight": 1.0, "use_reward": False, "use_motion_guide": True,
+             "reward_caption_key": "short"}]},
+        "reward": {"weights": {"toy_color": 1.0}, "image_frames": 1},
+        "guidance": {"motion": True, "reference": "noise", "tau": 1.0},
+        "train": {"log_every": 1, "progress": False, "micro_batch_size": 4, "max_steps": 2, "ckpt_every": 0,
+                  "eval_every": 0},
+    })
+    metas = []
+    orig_batch = Trainer.batch
+
+    def batch(self, positions):
+        out = orig_batch(self, positions)
+        metas.append(out)
+        return out
+
+    monkeypatch.setattr(Trainer, "batch", batch)
+    Trainer(cfg).train()
+    assert len(metas) == 2 and len(seen_reward) == 2
+    for bt, (prompts, flags) in zip(metas, seen_reward):
+        src = [c.startswith("short ") for c in bt["reward_caption"]]
+        assert flags == [not s for s in src]  # source a: rewards on; b: off
+        assert prompts == bt["reward_caption"]
+        assert all(p.startswith("short ") == s for p, s in zip(prompts, src))
+        assert bt["use_motion_guide"] == src  # b: guided, a: not
+    # per step: the student's eta and the teacher's guidance both ask with the batch's flags
+    assert seen_mg == [bt["use_motion_guide"] for bt in metas for _ in range(2)]
+    rows = metrics(tmp_path / "run")
+    last = rows[-1]
+    assert last["data_drawn/a"] + last["data_drawn/b"] == 8
