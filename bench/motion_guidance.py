@@ -91,6 +91,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=8, help="micro batch size (all runs)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run")
     p.add_argument("--quality", action="store_true", help="also distill MG-off / MG-on students and score them")
+    p.add_argument("--no-cost", action="store_true", help="skip the cost part (with --quality: quality only)")
     p.add_argument("--quality-steps", type=int, default=200, help="optimizer steps of each quality run")
     p.add_argument("--inversion-stride", type=int, default=10, help="guidance.inversion_stride of the MG-on quality run")
     p.add_argument("--prompts", type=int, default=60, help="ToyBench prompts for the quality runs")
@@ -117,6 +118,21 @@ def main(argv=None) -> int:
         "settings": {"steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "batch": a.batch},
     }
 
+    if not a.no_cost:
+        res.update(cost(a, out, env, py, common))
+    if a.quality:
+        res["quality"] = quality(a, out, teacher, env, py)
+    res["loadavg_end"] = loadavg()
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=2))
+        print(f"wrote {a.json}")
+    return 0
+
+
+def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
+    """Stage-1 precompute, then interleaved no-MG / online-MG / precomputed training runs."""
+    res: dict = {}
     # Clips: one shard of the toy world, enough for every run without repeating a clip.
     n_clips = a.steps * a.batch
     shards = out / "shards"
@@ -164,15 +180,7 @@ def main(argv=None) -> int:
     print(f"step time precomputed / online-MG = {res['ratio_precomputed_over_online_mg']:.3f}; "
           f"online-MG / no-MG = {res['ratio_online_mg_over_no_mg']:.2f}; "
           f"precomputed / no-MG = {res['ratio_precomputed_over_no_mg']:.2f} (medians over {a.repeats} rounds)", flush=True)
-
-    if a.quality:
-        res["quality"] = quality(a, out, teacher, env, py)
-    res["loadavg_end"] = loadavg()
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {a.json}")
-    return 0
+    return res
 
 
 def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:

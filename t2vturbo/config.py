@@ -81,7 +81,7 @@ class DataConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "consistency_distillation"  # consistency_distillation | diffusion
+    name: str = "consistency_distillation"  # consistency_distillation | diffusion | reward_finetune (VADER mode)
     num_ddim_timesteps: int = 200
     skip: int = 1  # grid points per solver step (k)
     w_min: float = 5.0
@@ -93,6 +93,11 @@ class ObjectiveConfig:
     ema_decay: float = 0.95
     sigma_data: float = 0.5
     timestep_scaling: float = 10.0
+    # reward_finetune (t2vturbo/train/reward_finetune.py)
+    finetune: str = "student"  # student (consistency sampler) | teacher (DDIM + CFG)
+    init_from: str | None = None  # student: a student export folder to start from (null: the teacher's weights)
+    sample_steps: int = 4  # K sampling steps per training step
+    grad_steps: int | None = None  # K_grad: backpropagate through the last K_grad steps (null: all K)
 
 
 @dataclass
@@ -180,8 +185,21 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         key = getattr(e, "full_key", None)
         raise ConfigError(f"invalid config key {key!r}: {e}".replace("\n", " ")) from None
     o = merged.objective
-    if o.name not in ("consistency_distillation", "diffusion"):
-        raise ConfigError(f"objective.name={o.name!r}: expected consistency_distillation or diffusion")
+    if o.name not in ("consistency_distillation", "diffusion", "reward_finetune"):
+        raise ConfigError(f"objective.name={o.name!r}: expected consistency_distillation, diffusion or reward_finetune")
+    if o.name == "reward_finetune":
+        if o.finetune not in ("student", "teacher"):
+            raise ConfigError(f"objective.finetune={o.finetune!r}: expected 'student' or 'teacher'")
+        if not any(float(b) != 0.0 for b in merged.reward.weights.values()):
+            raise ConfigError("objective=reward_finetune optimises the rewards: set reward weights "
+                              "(e.g. reward=toy, or reward.weights.hpsv2=1.0)")
+        if o.sample_steps < 1 or (o.grad_steps is not None and not 1 <= o.grad_steps <= o.sample_steps):
+            raise ConfigError(f"objective.sample_steps={o.sample_steps} must be >= 1 and objective.grad_steps="
+                              f"{o.grad_steps} in [1, sample_steps] (or null)")
+        if o.init_from is not None and o.finetune != "student":
+            raise ConfigError("objective.init_from is a student export: it needs objective.finetune=student")
+        if merged.guidance.motion or merged.data.precomputed:
+            raise ConfigError("objective=reward_finetune uses neither guidance.motion nor data.precomputed")
     if o.target not in ("ema", "student"):
         raise ConfigError(f"objective.target={o.target!r}: expected 'ema' or 'student'")
     if merged.data.kind not in ("toy", "shards", "mixture"):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from .schedules import alpha_sigma, to_x0_eps
+from .solvers import grad_window
 
 
 def scalings_for_boundary_conditions(t, sigma_data: float = 0.5, timestep_scaling: float = 10.0):
@@ -112,11 +113,16 @@ def consistency_sample(
     sigma_data: float = 0.5,
     timestep_scaling: float = 10.0,
     noise: torch.Tensor | None = None,
+    grad_last: int | None = None,
+    renoise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multistep consistency sampling (LCM): at each t, x0 = f(z_t, t) by the boundary form,
     then re-noise to the next timestep with fresh noise; returns the final x0.
 
     ``model(z_t, t) -> model output`` of ``prediction_type`` (guidance enters as an embedding).
+    ``grad_last=K`` runs all but the last K steps under ``torch.no_grad()`` (truncated
+    backpropagation through the sampling chain, VADER); None leaves autograd as it is.
+    ``renoise`` [B, K-1, ...]: the re-noising noise of each step (instead of the generator's).
     """
     gen_dev = generator.device if generator is not None else torch.device(device)
 
@@ -127,12 +133,14 @@ def consistency_sample(
     ts = [int(t) for t in timesteps]
     x0 = z
     for i, t in enumerate(ts):
-        tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        out = model(z, tt)
-        x0_pred, _ = to_x0_eps(out, z, tt, alphas_cumprod, prediction_type)
-        x0 = boundary_form(z, x0_pred, tt, sigma_data, timestep_scaling)
-        if i + 1 < len(ts):
-            nxt = torch.full_like(tt, ts[i + 1])
-            a, s = alpha_sigma(alphas_cumprod, nxt, x0)
-            z = a * x0 + s * randn(x0.shape)
+        with grad_window(i, len(ts), grad_last):
+            tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
+            out = model(z, tt)
+            x0_pred, _ = to_x0_eps(out, z, tt, alphas_cumprod, prediction_type)
+            x0 = boundary_form(z, x0_pred, tt, sigma_data, timestep_scaling)
+            if i + 1 < len(ts):
+                nxt = torch.full_like(tt, ts[i + 1])
+                a, s = alpha_sigma(alphas_cumprod, nxt, x0)
+                eps = renoise[:, i].to(device, dtype) if renoise is not None else randn(x0.shape)
+                z = a * x0 + s * eps
     return x0

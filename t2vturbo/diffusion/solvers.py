@@ -62,21 +62,33 @@ def ddim_sample(
     z_T: torch.Tensor,
     timesteps: torch.Tensor,
     alphas_cumprod: torch.Tensor,
+    grad_last: int | None = None,
 ) -> torch.Tensor:
     """Plain DDIM sampling over descending ``timesteps``; ``denoise(z, t) -> (x0, eps)``.
 
-    The last step maps to x0 (the clean sample) directly.
+    The last step maps to x0 (the clean sample) directly. ``grad_last=K`` runs all but the last
+    K steps under ``torch.no_grad()`` (truncated backpropagation, VADER); None: no change.
     """
     z = z_T
     ts = [int(t) for t in timesteps]
     for i, t in enumerate(ts):
-        tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        x0, eps = denoise(z, tt)
-        if i + 1 < len(ts):
-            z = ddim_step(x0, eps, torch.full_like(tt, ts[i + 1]), alphas_cumprod)
-        else:
-            z = x0
+        with grad_window(i, len(ts), grad_last):
+            tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
+            x0, eps = denoise(z, tt)
+            if i + 1 < len(ts):
+                z = ddim_step(x0, eps, torch.full_like(tt, ts[i + 1]), alphas_cumprod)
+            else:
+                z = x0
     return z
+
+
+def grad_window(i: int, n: int, grad_last: int | None):
+    """no_grad for step ``i`` of ``n`` unless it is one of the last ``grad_last`` (None: unchanged)."""
+    import contextlib
+
+    if grad_last is None or i >= n - int(grad_last):
+        return contextlib.nullcontext()
+    return torch.no_grad()
 
 
 def ddim_sampling_timesteps(num_steps: int, num_train_timesteps: int = 1000) -> torch.Tensor:

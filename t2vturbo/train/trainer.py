@@ -71,6 +71,9 @@ class Trainer:
         self.dtype = torch.bfloat16 if tc.precision == "bf16" else torch.float32
         self.out = Path(cfg.output_dir)
         self.is_cd = cfg.objective.name == "consistency_distillation"
+        self.is_rf = cfg.objective.name == "reward_finetune"  # VADER mode
+        # the trained network is a student (sampled with the consistency sampler, exported as one)
+        self.trains_student = self.is_cd or (self.is_rf and cfg.objective.finetune == "student")
 
         self.bb = build_backbone(cfg.model, tc.gradient_checkpointing, self.device, self.dtype)
         self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
@@ -107,6 +110,37 @@ class Trainer:
             if self.precomputed:  # the teacher only initialises the student (and export): off the GPU
                 self.bb.teacher.to("cpu")
             self.ema = EMA(module, cfg.objective.ema_decay) if cfg.objective.target == "ema" else None
+        elif self.is_rf:
+            from .reward_finetune import RewardFinetune
+            from .reward_term import RewardTerm
+
+            self.objective = RewardFinetune(cfg.objective, self.bb, cfg.seed)
+            self.objective.reward_term = RewardTerm(cfg.reward, self.bb, cfg.seed, self.rank, self.world, self.device)
+            lcfg = cfg.model.lora
+            if self.trains_student:
+                module = self.bb.make_student()
+                if cfg.objective.init_from:
+                    self._load_student_export(module, cfg.objective.init_from)
+                if lcfg.enabled:
+                    add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+            else:  # a copy: self.bb.teacher stays the clean frozen teacher (export merges into a copy of it)
+                import copy
+
+                module = copy.deepcopy(self.bb.teacher)
+                module.requires_grad_(True)
+                module.train()
+                if tc.gradient_checkpointing:
+                    from ..backbones.unet3d import enable_block_checkpointing
+
+                    enable_block_checkpointing(module.unet)
+                if lcfg.enabled:
+                    add_lora(module.unet, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+            mark_trainable(module, lcfg.enabled)
+            self.ema = None
+            if self.rank == 0:
+                log.info("reward fine-tuning (VADER mode) of the %s: %d sampling steps, gradient through the last %s; "
+                         "rewards %s", cfg.objective.finetune, cfg.objective.sample_steps,
+                         cfg.objective.grad_steps or "all", self.objective.reward_term.betas)
         else:
             self.objective = DiffusionTraining(cfg.objective, self.bb, cfg.seed, cfg.data.caption_dropout)
             module = self.bb.trainable_teacher()
@@ -121,6 +155,29 @@ class Trainer:
         self.skipped = 0
         self._stop_signal = None
         self._resume()
+
+    def _load_student_export(self, module, path):
+        """Initialise ``module`` (a fresh student) from a student export folder (VADER mode)."""
+        from safetensors.torch import load_file
+
+        from ..sample import STUDENT_FILE, STUDENT_META
+
+        d = Path(path)
+        if not (d / STUDENT_FILE).is_file() and (d / "export" / STUDENT_FILE).is_file():
+            d = d / "export"
+        if not (d / STUDENT_FILE).is_file():
+            raise FileNotFoundError(f"objective.init_from={str(path)!r} is not a student export: expected "
+                                    f"{STUDENT_FILE} and {STUDENT_META} (OUTPUT_DIR/export of a distillation run)")
+        meta = json.loads((d / STUDENT_META).read_text()) if (d / STUDENT_META).is_file() else {}
+        mine = getattr(self.bb, "model_dir", None)
+        if meta.get("teacher_path") and mine and Path(meta["teacher_path"]).resolve() != Path(mine).resolve():
+            log.warning("objective.init_from was distilled from %s, model.path is %s", meta["teacher_path"], mine)
+        missing, unexpected = module.load_state_dict(load_file(str(d / STUDENT_FILE)), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"student export {d} does not fit model.path's student: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        if self.rank == 0:
+            log.info("initialised the student from %s (step %s)", d, meta.get("step"))
 
     # ---- state ---------------------------------------------------------------------------
     @property
@@ -202,6 +259,8 @@ class Trainer:
             eta = torch.full((len(batch["caption"]),), float(self.cfg.guidance.eta))
             target_net = self.ema.model if self.ema is not None else self.engine.module
             return self.objective.loss(self.engine, target_net, {**batch, "pre": pre}, eta, dtype=self.dtype)
+        if self.is_rf:
+            return self.objective.loss(self.engine, batch, self.latent_shape)
         z0 = self.bb.encode_video(batch["video"].to(self.device, self.dtype))
         cond = self.bb.encode_text(batch["caption"])
         uncond = self.bb.null_cond(len(batch["caption"]))
@@ -291,7 +350,7 @@ class Trainer:
                 )
                 t_last = time.time()
             logs_acc = {}
-            if tc.eval_every and self.step % tc.eval_every == 0 and self.is_cd:
+            if tc.eval_every and self.step % tc.eval_every == 0 and self.trains_student:
                 self.validate()
             saved = False
             if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.max_steps:
@@ -399,7 +458,7 @@ class Trainer:
 
     def export(self):
         out = Path(self.cfg.train.export_dir or (self.out / "export"))
-        if self.is_cd:
+        if self.trains_student:
             import copy
 
             src = self.student_for_inference()
@@ -442,7 +501,12 @@ class Trainer:
                 import copy
 
                 teacher = copy.deepcopy(self.bb.teacher)
+                lcfg = self.cfg.model.lora
+                if self.is_rf and lcfg.enabled:  # VADER mode on the teacher: merge its LoRA
+                    add_lora(teacher.unet, lcfg.rank, lcfg.alpha, lcfg.target_modules)
                 teacher.load_state_dict(sd)
+                if self.is_rf and lcfg.enabled:
+                    merge_lora(teacher.unet)
                 self.bb.save_pretrained(out, unet=teacher.unet)
                 (out / "t2vturbo_teacher.json").write_text(
                     json.dumps({"step": self.step, "config": OmegaConf.to_container(self.cfg)}, indent=2)

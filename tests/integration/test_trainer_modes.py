@@ -261,3 +261,41 @@ def test_mixture_flags_reach_the_reward_term_and_motion_guidance(tiny_teacher_di
     rows = metrics(tmp_path / "run")
     last = rows[-1]
     assert last["data_drawn/a"] + last["data_drawn/b"] == 8
+
+
+def test_skip_rate_above_the_limit_stops_with_the_last_checkpoint_intact(tiny_teacher_dir, tmp_path):
+    """10 good clips, then 20 zero-byte ones: the run stops with an error naming the limit and the
+    first bad keys; the checkpoints written before are complete and a rerun resumes from them."""
+    import io
+    import tarfile
+
+    from data_recipes.toy_world import write_toy_shards
+    from t2vturbo.train.trainer import Trainer
+
+    shard_dir = tmp_path / "shards"
+    write_toy_shards(shard_dir, num_clips=30, shard_size=30, frames=4, size=16, seed=0, textured_fraction=0.0)
+    dst = shard_dir / "bad-000000.tar"
+    with tarfile.open(shard_dir / "toy-000000.tar") as tin, tarfile.open(dst, "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read()
+            if m.name.endswith(".mp4") and int(m.name[:8]) >= 10:
+                data = b""
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+    out = tmp_path / "run"
+    cfg = validate({
+        "output_dir": str(out),
+        "model": {"path": str(tiny_teacher_dir), "num_frames": 4, "height": 16, "width": 16},
+        "data": {"kind": "shards", "urls": str(dst), "resampled": False, "shuffle_buffer": 0, "max_skip_fraction": 0.2},
+        "train": {"log_every": 1, "progress": False, "micro_batch_size": 2, "max_steps": 20, "ckpt_every": 2,
+                  "eval_every": 0},
+    })
+    with pytest.raises(RuntimeError, match=r"max_skip_fraction=0.2.*00000010") as ei:
+        Trainer(cfg).train()
+    assert "empty_video" in str(ei.value)
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    state = json.loads((out / "checkpoints" / latest / "trainer_state.json").read_text())
+    assert state["step"] == 4  # 10 good clips = 5 micro-batches; the 6th needs 2 more good ones
+    t = Trainer(cfg)  # resumes from the intact checkpoint
+    assert t.step == 4
