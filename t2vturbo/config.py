@@ -153,6 +153,9 @@ class TrainConfig:
     max_nan_skips: int = 20
     export: bool = True
     export_dir: str | None = None  # where the final model goes (default: OUTPUT_DIR/export)
+    # also write a UNet3D student with a diffusers VAE as a diffusers pipeline (EXPORT/diffusers,
+    # TextToVideoSDPipeline + LCMScheduler, w folded in; t2vturbo/export_pipeline.py)
+    export_diffusers: bool = True
     progress: bool = True
 
 

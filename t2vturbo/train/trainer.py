@@ -456,6 +456,23 @@ class Trainer:
         with gathered(list(module.parameters())):  # full tensors under ZeRO-3
             return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
 
+    def _export_diffusers(self, out: Path):
+        """EXPORT/diffusers: the student as a plain diffusers pipeline (UNet3D + diffusers VAE only)."""
+        from diffusers import AutoencoderKL
+
+        from ..backbones.unet3d import UNet3DBackbone
+
+        if not self.cfg.train.export_diffusers:
+            return
+        if not isinstance(self.bb, UNet3DBackbone) or not isinstance(self.bb.vae, AutoencoderKL):
+            log.info("no diffusers pipeline export: needs a UNet3D student with a diffusers VAE (have %s, %s)",
+                     type(self.bb).__name__, type(getattr(self.bb, "vae", None)).__name__)
+            return
+        from ..export_pipeline import export_pipeline
+
+        export_pipeline(out, out / "diffusers")
+        log.info("diffusers pipeline: DiffusionPipeline.from_pretrained(%r), 4 steps, guidance_scale=1", str(out / "diffusers"))
+
     def export(self):
         out = Path(self.cfg.train.export_dir or (self.out / "export"))
         if self.trains_student:
@@ -495,6 +512,7 @@ class Trainer:
                 save_file({k: v.contiguous().float() for k, v in net.state_dict().items()}, str(tmp))
                 tmp.replace(out / STUDENT_FILE)
                 (out / STUDENT_META).write_text(json.dumps(meta, indent=2))
+                self._export_diffusers(out)
         else:
             sd = self._gathered_state_dict(self.engine.module)
             if self.rank == 0:
