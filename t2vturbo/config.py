@@ -40,6 +40,10 @@ class ModelConfig:
     num_frames: int = 8
     height: int = 32
     width: int = 32
+    # family=videocrafter2 only: the fps condition given to teacher and student (T2V-Turbo-v2: 8) and
+    # the CLIP tokenizer folder (null: tokenizer/ beside the checkpoint).
+    fps: int = 8
+    tokenizer_path: str | None = None
 
 
 @dataclass

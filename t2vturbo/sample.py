@@ -32,6 +32,11 @@ STUDENT_FILE = "student.safetensors"
 def sample_student(bb, net, prompts, steps=4, num_ddim_timesteps=200, guidance=7.5, eta=0.0, num_frames=8,
                    height=32, width=32, seed=0, sigma_data=0.5, timestep_scaling=10.0, decode=True):
     """Videos [B, F, 3, H, W] in [-1, 1] from the student in ``steps`` consistency steps."""
+    if bb.prediction_type == "flow":  # flow-matching teachers (Wan): flow consistency sampler
+        from .train.flow_objective import sample_student_flow
+
+        return sample_student_flow(bb, net, prompts, steps, num_ddim_timesteps, guidance, eta, num_frames, height,
+                                   width, seed, sigma_data, timestep_scaling, decode)
     dev = bb.alphas_cumprod.device
     cond = bb.encode_text(list(prompts))
     b = cond.shape[0]
@@ -55,6 +60,10 @@ def sample_student(bb, net, prompts, steps=4, num_ddim_timesteps=200, guidance=7
 def sample_teacher(bb, prompts, steps=50, guidance=7.5, num_frames=8, height=32, width=32, seed=0,
                    guidance_form="lcm", decode=True):
     """Videos from the teacher with DDIM (eta=0) and classifier-free guidance."""
+    if bb.prediction_type == "flow":  # flow-matching teachers (Wan): Euler with CFG on the velocity
+        from .train.flow_objective import sample_teacher_flow
+
+        return sample_teacher_flow(bb, prompts, steps, guidance, num_frames, height, width, seed, guidance_form, decode)
     dev = bb.alphas_cumprod.device
     cond = bb.encode_text(list(prompts))
     b = cond.shape[0]

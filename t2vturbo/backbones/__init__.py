@@ -10,4 +10,14 @@ def load_backbone(family: str, path: str, **kwargs) -> VideoBackbone:
     """Build a backbone of the named family from a local folder."""
     if family in ("unet3d", "modelscope", "zeroscope"):
         return UNet3DBackbone.from_pretrained(path, **kwargs)
-    raise ValueError(f"unknown backbone family {family!r}; available: unet3d (modelscope/zeroscope layout)")
+    if family == "wan":
+        from .wan import WanBackbone
+
+        return WanBackbone.from_pretrained(path, **kwargs)
+    if family == "videocrafter2":
+        from .videocrafter2 import VideoCrafter2Backbone
+
+        return VideoCrafter2Backbone.from_pretrained(path, **kwargs)
+    raise ValueError(
+        f"unknown backbone family {family!r}; available: unet3d (modelscope/zeroscope layout), wan, videocrafter2"
+    )

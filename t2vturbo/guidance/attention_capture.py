@@ -30,6 +30,10 @@ Usage::
 
 Capture is off by default: nothing is installed outside the ``with`` block, and the original
 processors are restored on exit (also on exceptions).
+
+Native UNets (VideoCrafter2's ``VC2UNet``) list their temporal self-attention layers themselves
+(``temporal_attention_layers()``, default selection ``default_temporal_layers``); their modules are
+captured with a forward hook that recomputes softmax(Q K^T / sqrt(d)) from the layer's input.
 """
 
 from __future__ import annotations
@@ -66,10 +70,15 @@ def _is_attention(m: nn.Module) -> bool:
 
 def list_temporal_attention_layers(model: nn.Module) -> list[str]:
     """Names (relative to the UNet) of every temporal self-attention ``attn1``: the ``attn1`` of each
-    ``BasicTransformerBlock`` inside a ``TransformerTemporalModel``. Order = module order."""
+    ``BasicTransformerBlock`` inside a ``TransformerTemporalModel``. Order = module order.
+
+    A native (non-diffusers) UNet declares its own with a ``temporal_attention_layers()`` method
+    (and its default selection in ``default_temporal_layers``); see :func:`native_probabilities`."""
     from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 
     unet = resolve_unet(model)
+    if hasattr(unet, "temporal_attention_layers"):
+        return list(unet.temporal_attention_layers())
     names = []
     for tname, tmod in unet.named_modules():
         if not isinstance(tmod, TransformerTemporalModel):
@@ -85,8 +94,8 @@ def select_layers(model: nn.Module, layers: str | Iterable[str] | None = None) -
     names / ``fnmatch`` patterns) against the temporal self-attention layers of ``model``.
     Raises if nothing matches (a typo must not silently disable guidance)."""
     available = list_temporal_attention_layers(model)
-    if layers is None:
-        patterns: tuple[str, ...] = DEFAULT_LAYERS
+    if layers is None or layers == "decoder" or (not isinstance(layers, str) and list(layers) == ["decoder"]):
+        patterns: tuple[str, ...] = tuple(getattr(resolve_unet(model), "default_temporal_layers", DEFAULT_LAYERS))
     elif isinstance(layers, str):
         patterns = LAYER_PRESETS.get(layers, (layers,))
     else:
@@ -137,6 +146,16 @@ def attention_probabilities(
         key = attn.norm_k(key)
     probs = attn.get_attention_scores(query, key, attention_mask)  # [batch*heads, L_q, L_k]
     return probs.reshape(-1, attn.heads, probs.shape[-2], probs.shape[-1])
+
+
+def native_probabilities(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d)) of a native self-attention module (``to_q``, ``to_k``, ``heads``;
+    input ``x`` [N, L, C], queries and keys both from ``x``), shaped [N, heads, L, L]; computed in
+    float32 (the module's output uses fused SDPA, which never materialises the probabilities)."""
+    n, length, _ = x.shape
+    q = attn.to_q(x).reshape(n, length, attn.heads, -1).transpose(1, 2).float()
+    k = attn.to_k(x).reshape(n, length, attn.heads, -1).transpose(1, 2).float()
+    return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
 
 
 class AttentionStore:
@@ -233,13 +252,27 @@ def capture_temporal_attention(
     modules = dict(unet.named_modules())
     store = AttentionStore(names, detach=detach)
     originals = {}
+    hooks = []
+
+    def native_hook(name):
+        def hook(module, args, output):  # the output is returned untouched
+            if store.enabled:
+                store.record(name, native_probabilities(module, args[0]))
+
+        return hook
+
     try:
         for n in names:
             attn = modules[n]
-            originals[n] = attn.processor
-            attn.set_processor(make_capturing_processor(attn.processor, n, store))
+            if _is_attention(attn):
+                originals[n] = attn.processor
+                attn.set_processor(make_capturing_processor(attn.processor, n, store))
+            else:  # a native module (e.g. VideoCrafter2's): a forward hook reads its input
+                hooks.append(attn.register_forward_hook(native_hook(n)))
         yield store
     finally:
         for n, proc in originals.items():
             modules[n].set_processor(proc)
+        for h in hooks:
+            h.remove()
         store.enabled = False

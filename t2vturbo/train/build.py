@@ -13,14 +13,44 @@ def check_paths(cfg):
     """Fail before any heavy work if a weight path is missing (names the key and the path)."""
     if cfg.model.path is not None:
         try:
+            if cfg.model.family == "wan":
+                from ..backbones.wan import check_wan_dir
+
+                check_wan_dir(cfg.model.path)
+                return
+            if cfg.model.family == "videocrafter2":
+                from ..backbones.videocrafter2 import resolve_paths
+
+                resolve_paths(cfg.model.path, getattr(cfg.model, "tokenizer_path", None))
+                return
             check_model_dir(cfg.model.path)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"model.path: {e}") from None
 
 
 def build_backbone(model_cfg, gradient_checkpointing: bool = False, device="cpu", dtype=torch.float32):
+    if model_cfg.family == "wan":  # Wan2.1 flow-matching teacher (path null: a tiny random one, tests)
+        from ..backbones.wan import WanBackbone, tiny_wan_backbone
+
+        if model_cfg.path is None:
+            bb = tiny_wan_backbone(seed=model_cfg.tiny.seed, gradient_checkpointing=gradient_checkpointing)
+            bb.teacher.to(dtype)
+            bb.text_encoder.to(dtype)
+        else:  # transformer and text encoder loaded in `dtype`; the VAE stays float32 (diffusers' advice)
+            bb = WanBackbone.from_pretrained(Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing,
+                                             dtype=dtype)
+            bb.model_dir = str(Path(model_cfg.path).resolve())
+        return bb.to(device)
+    if model_cfg.family == "videocrafter2":  # native VideoCrafter2 UNet + official model.ckpt (path null: tiny)
+        from ..backbones.videocrafter2 import VideoCrafter2Backbone
+
+        bb = VideoCrafter2Backbone.from_model_config(model_cfg, gradient_checkpointing, dtype=dtype)
+        if dtype != torch.float32:  # the networks only: the schedule stays float32
+            for m in (bb.teacher, bb.vae, bb.text_encoder):
+                m.to(dtype)
+        return bb.to(device)
     if model_cfg.family not in ("unet3d", "modelscope", "zeroscope"):
-        raise ValueError(f"model.family={model_cfg.family!r}: available: unet3d")
+        raise ValueError(f"model.family={model_cfg.family!r}: available: unet3d, wan, videocrafter2")
     if model_cfg.path is None:
         t = model_cfg.tiny
         bb = tiny_backbone(

@@ -86,6 +86,10 @@ class Trainer:
                 cfg.objective, NoiseSchedule.from_backbone(self.bb).to(self.device), cfg.seed,
                 motion=cfg.guidance.motion, lam=cfg.guidance.lam,
             )
+        elif self.is_cd and self.bb.prediction_type == "flow":  # flow-matching teacher (Wan): Euler solver
+            from .flow_objective import FlowConsistencyDistillation
+
+            self.objective = FlowConsistencyDistillation(cfg.objective, self.bb, cfg.seed, motion=cfg.guidance.motion)
         elif self.is_cd:
             self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed)
         if self.is_cd:
