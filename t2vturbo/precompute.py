@@ -214,7 +214,7 @@ def _precompute_shard(cfg, pre: dict, worker: Precomputer, url: str, out: Path, 
     stem = shard_stem(url)
     shard_size = int(pre["shard_size"])
     bs = max(1, int(pre["batch_size"]))
-    stream = ClipStream([url], cfg.model.num_frames, cfg.model.height, frame_stride=d.frame_stride,
+    stream = ClipStream([url], cfg.model.num_frames, (cfg.model.height, cfg.model.width), frame_stride=d.frame_stride,
                         target_fps=d.target_fps, seed=cfg.seed, shuffle_buffer=0, resampled=False,
                         rank=0, world_size=1, max_skip_fraction=None)
     parts: list[str] = []

@@ -105,7 +105,7 @@ def load_student(export_dir, device="cpu"):
                 f"(written to OUTPUT_DIR/export by `python -m t2vturbo.distill`)"
             )
     meta = json.loads(meta_f.read_text())
-    bb = load_backbone(meta["family"], meta["teacher_path"]).to(device)
+    bb = load_backbone(meta["family"], meta["teacher_path"], **meta.get("backbone_kwargs", {})).to(device)
     net = bb.make_student()
     net.load_state_dict(load_file(str(d / STUDENT_FILE)))
     net.to(device).eval()

@@ -188,24 +188,30 @@ def _crc(s: str) -> int:
     return zlib.crc32(s.encode("utf-8", "surrogateescape"))
 
 
-def resize_center_crop(video: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``[F, 3, H, W]`` frames so the short side is ``size``, then centre crop to ``size``.
+def resize_center_crop(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize ``[F, 3, H, W]`` frames so they cover ``size``, then centre crop to exactly ``size``.
 
-    Bilinear (``align_corners=False``, antialiased when shrinking); no-op resize when the short
-    side already equals ``size``.  The new long side is ``round(long * size / short)``; the crop
-    offset is ``(new - size) // 2``.  Returns float32 in the input's value range.
+    ``size``: an int (square ``size x size``) or ``(height, width)``. The scale is the smallest that
+    covers the target (``max(th / H, tw / W)``), so for a square target the short side becomes
+    ``size``. Bilinear (``align_corners=False``, antialiased when shrinking); no resize when the
+    frames already have the covering size. The new sides are ``max(target, round(side * scale))``;
+    the crop offsets are ``(new - target) // 2``. Returns float32 in the input's value range.
     """
     if video.ndim != 4:
         raise ValueError(f"expected [F, C, H, W], got shape {tuple(video.shape)}")
+    th, tw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     x = video.float()
     h, w = int(x.shape[-2]), int(x.shape[-1])
-    scale = size / min(h, w)
-    nh = size if h <= w else max(size, int(round(h * scale)))
-    nw = size if w < h else max(size, int(round(w * scale)))
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, int(round(h * scale))), max(tw, int(round(w * scale)))
+    if th / h >= tw / w:
+        nh = th
+    else:
+        nw = tw
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, :, top : top + size, left : left + size].contiguous()
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return x[:, :, top : top + th, left : left + tw].contiguous()
 
 
 def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -256,7 +262,7 @@ class ClipStream(IterableDataset):
     Args:
         urls: shard list, a brace / ``::`` pattern string, or ``pipe:`` URLs.
         num_frames: frames per clip ``F``.
-        size: output height = width.
+        size: output height = width (int), or ``(height, width)`` (resize to cover, centre crop).
         frame_stride: decoded-frame step between sampled frames (exclusive with ``target_fps``).
         target_fps: derive the stride from the clip fps: ``max(1, round(src_fps / target_fps))``.
         seed: seeds shard / buffer shuffles, resampling and random starts.
@@ -278,7 +284,7 @@ class ClipStream(IterableDataset):
         self,
         urls: str | Sequence[str],
         num_frames: int,
-        size: int,
+        size: int | tuple[int, int],
         *,
         frame_stride: int | None = None,
         target_fps: float | None = None,
@@ -298,8 +304,9 @@ class ClipStream(IterableDataset):
         self.urls = expand_shard_urls(urls)
         if not self.urls:
             raise ValueError(f"no shards in {urls!r}")
-        if num_frames < 1 or size < 1:
-            raise ValueError("num_frames and size must be >= 1")
+        sizes = (size,) if isinstance(size, int) else tuple(size)
+        if num_frames < 1 or len(sizes) not in (1, 2) or min(sizes) < 1:
+            raise ValueError(f"num_frames and size (int or (height, width)) must be >= 1, got {num_frames}, {size}")
         if frame_stride is not None and target_fps is not None:
             raise ValueError("pass frame_stride or target_fps, not both")
         if frame_stride is not None and int(frame_stride) < 1:
@@ -322,7 +329,7 @@ class ClipStream(IterableDataset):
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
 
         self.num_frames = int(num_frames)
-        self.size = int(size)
+        self.size = int(size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.frame_stride = None if frame_stride is None else int(frame_stride)
         self.target_fps = None if target_fps is None else float(target_fps)
         self.seed = int(seed)

@@ -92,14 +92,13 @@ def build_dataset(cfg):
     if d.kind in ("shards", "mixture"):
         from ..data.shards import ClipStream
 
-        if cfg.model.height != cfg.model.width:
-            raise ValueError(f"data.kind={d.kind} centre-crops square clips: set model.height == model.width")
+        size = (cfg.model.height, cfg.model.width)  # resize to cover, centre crop (e.g. 320x512)
 
         def stream(urls, frame_stride, target_fps, salt=0):
             return ClipStream(
                 urls,
                 num_frames=cfg.model.num_frames,
-                size=cfg.model.height,
+                size=size,
                 frame_stride=frame_stride,
                 target_fps=target_fps,
                 seed=cfg.seed + salt,

@@ -498,6 +498,11 @@ class Trainer:
                 meta = {
                     "family": self.cfg.model.family,
                     "teacher_path": getattr(self.bb, "model_dir", None) or str(teacher_dir.resolve()),
+                    # load_backbone(family, teacher_path, **backbone_kwargs) rebuilds the teacher
+                    "backbone_kwargs": (
+                        {"fps": int(self.cfg.model.fps), "tokenizer_path": self.cfg.model.tokenizer_path}
+                        if self.cfg.model.family == "videocrafter2" else {}
+                    ),
                     "prediction_type": self.bb.prediction_type,
                     "num_ddim_timesteps": self.cfg.objective.num_ddim_timesteps,
                     "sigma_data": self.cfg.objective.sigma_data,

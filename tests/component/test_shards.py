@@ -381,3 +381,22 @@ def test_safetensors_extras_loaded_without_pickle(tmp_path):
     assert stream.skipped == Counter(bad_safetensors=1)
     batch = collate_clips(items)
     assert batch["video"].shape == (1, F, 3, S, S) and batch["latent"]["z"].shape == (1, 3, 4)
+
+
+def test_non_square_resize_center_crop_and_stream(toy):
+    import torch.nn.functional as F_
+
+    x = torch.arange(2 * 3 * 40 * 60, dtype=torch.float32).reshape(2, 3, 40, 60)
+    # (20, 20): scale max(0.5, 0.333) = 0.5 -> 20 x 30, columns 5..25
+    ref = F_.interpolate(x, size=(20, 30), mode="bilinear", align_corners=False, antialias=True)[..., :, 5:25]
+    torch.testing.assert_close(resize_center_crop(x, (20, 20)), ref)
+    torch.testing.assert_close(resize_center_crop(x, 20), ref)
+    # (20, 40): scale max(0.5, 0.667) -> 27 x 40 (rounded), rows 3..23
+    ref = F_.interpolate(x, size=(27, 40), mode="bilinear", align_corners=False, antialias=True)[..., 3:23, :]
+    torch.testing.assert_close(resize_center_crop(x, (20, 40)), ref)
+    # the stream delivers (height, width) clips, e.g. a 320x512-style aspect from square toy clips
+    _, paths = toy
+    item = next(iter(ClipStream(paths[:1], F, (16, 24))))
+    assert tuple(item["video"].shape) == (F, 3, 16, 24)
+    with pytest.raises(ValueError, match="height, width"):
+        ClipStream(paths[:1], F, (16, 0))
