@@ -5,10 +5,42 @@ from __future__ import annotations
 from torch import nn
 
 
+#: Named target sets (``model.lora.target_modules=[NAME]``), as suffixes of module names across the
+#: backbones: diffusers UNet3D / Wan (``to_q``, ``ff.net.*`` / ``ffn.net.*``, resnet ``conv1``...) and
+#: VideoCrafter2's native names (``in_layers.2``, ``out_layers.3``, ``emb_layers.1``, ...).
+LORA_PRESETS: dict[str, tuple[str, ...]] = {
+    "attention": ("to_q", "to_k", "to_v", "to_out.0"),
+    # LCM-LoRA's choice: attention + feed-forward + the resnets' convolutions and time projections
+    "attention_ff_conv": (
+        "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
+        "ff.net.0.proj", "ff.net.2", "ffn.net.0.proj", "ffn.net.2",
+        "conv1", "conv2", "conv_shortcut", "time_emb_proj",
+        "in_layers.2", "out_layers.3", "emb_layers.1", "skip_connection",
+    ),
+}
+# (no Conv1d: VideoCrafter2 applies its 1x1 Conv1d projections as a matmul on the weight, not by calling them)
+_LORA_TYPES = (nn.Linear, nn.Conv2d, nn.Conv3d)
+
+
+def resolve_targets(module: nn.Module, target_modules) -> list[str]:
+    """Full names of the Linear / Conv layers of ``module`` that LoRA wraps: ``target_modules`` is a
+    list of name suffixes, or one preset name of :data:`LORA_PRESETS`. Raises if nothing matches."""
+    tm = list(target_modules)
+    suffixes = LORA_PRESETS[tm[0]] if len(tm) == 1 and tm[0] in LORA_PRESETS else tuple(tm)
+    hits = [n for n, m in module.named_modules()
+            if isinstance(m, _LORA_TYPES) and any(n == s or n.endswith("." + s) for s in suffixes)]
+    if not hits:
+        raise ValueError(f"LoRA target_modules {tm} match no Linear/Conv layer of {type(module).__name__} "
+                         f"(presets: {sorted(LORA_PRESETS)})")
+    return hits
+
+
 def add_lora(module: nn.Module, rank: int, alpha: int, target_modules) -> nn.Module:
+    """Inject LoRA adapters (peft) into the layers :func:`resolve_targets` selects."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), init_lora_weights=True)
+    names = resolve_targets(module, target_modules)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, init_lora_weights=True)
     inject_adapter_in_model(cfg, module)
     return module
 
