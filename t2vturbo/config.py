@@ -93,7 +93,7 @@ class ObjectiveConfig:
     guidance_form: str = "lcm"  # lcm: cond + w(cond-uncond); imagen: uncond + w(cond-uncond)
     loss: str = "huber"  # huber | l2
     huber_c: float = 0.001
-    target: str = "ema"  # ema | student (no-grad student)
+    target: str = "auto"  # auto (LoRA: student, full fine-tune: ema) | ema | student (no-grad student)
     ema_decay: float = 0.95
     sigma_data: float = 0.5
     timestep_scaling: float = 10.0
@@ -207,8 +207,8 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
             raise ConfigError("objective.init_from is a student export: it needs objective.finetune=student")
         if merged.guidance.motion or merged.data.precomputed:
             raise ConfigError("objective=reward_finetune uses neither guidance.motion nor data.precomputed")
-    if o.target not in ("ema", "student"):
-        raise ConfigError(f"objective.target={o.target!r}: expected 'ema' or 'student'")
+    if o.target not in ("auto", "ema", "student"):
+        raise ConfigError(f"objective.target={o.target!r}: expected 'auto', 'ema' or 'student'")
     if merged.data.kind not in ("toy", "shards", "mixture"):
         raise ConfigError(f"data.kind={merged.data.kind!r}: expected toy, shards or mixture")
     if merged.data.kind == "shards" and not merged.data.urls:
@@ -249,4 +249,6 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         raise ConfigError(f"guidance.topk={g.topk} and guidance.inversion_stride={g.inversion_stride} must be >= 1")
     if g.motion and o.name != "consistency_distillation":
         raise ConfigError("guidance.motion=true needs objective.name=consistency_distillation")
+    if o.target == "auto":  # LCM-LoRA / T2V-Turbo: LoRA -> no-grad student target; full fine-tune -> EMA
+        o.target = "student" if merged.model.lora.enabled else "ema"
     return merged

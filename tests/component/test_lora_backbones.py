@@ -69,3 +69,11 @@ def test_unknown_targets_fail_clearly():
     bb, _ = _unet3d()
     with pytest.raises(ValueError, match="match no Linear/Conv layer"):
         resolve_targets(bb.make_student().base, ["nonexistent_proj"])
+
+
+def test_consistency_target_defaults_to_the_student_for_lora_and_the_ema_otherwise():
+    from t2vturbo.config import validate
+
+    assert validate({}).objective.target == "ema"
+    assert validate({"model": {"lora": {"enabled": True}}}).objective.target == "student"
+    assert validate({"model": {"lora": {"enabled": True}}, "objective": {"target": "ema"}}).objective.target == "ema"
