@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-
 #: Named target sets (``model.lora.target_modules=[NAME]``), as suffixes of module names across the
 #: backbones: diffusers UNet3D / Wan (``to_q``, ``ff.net.*`` / ``ffn.net.*``, resnet ``conv1``...) and
 #: VideoCrafter2's native names (``in_layers.2``, ``out_layers.3``, ``emb_layers.1``, ...).

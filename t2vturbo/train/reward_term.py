@@ -38,7 +38,10 @@ class RewardTerm:
         for name, beta in cfg.weights.items():
             if float(beta) == 0.0:
                 continue
-            r = registry.build(name, pretrained=cfg.paths.get(name), **dict(cfg.kwargs.get(name, {})))
+            path = cfg.paths.get(name)
+            kw = dict(cfg.kwargs.get(name, {}))
+            # reward.paths.NAME=tiny: the reward's tiny random config (smoke tests and benchmarks only)
+            r = registry.build(name, tiny=True, **kw) if path == "tiny" else registry.build(name, pretrained=path, **kw)
             self.rewards[name] = r.freeze().to(device)
             self.betas[name] = float(beta)
         self.run_image = cfg.image_ranks is None or rank in cfg.image_ranks
