@@ -6,7 +6,11 @@ EXPERIMENT ?= toy
 ARGS ?=
 STEPS ?= 4
 PROMPT ?= a red circle moving left
-TOY_TEACHER := artifacts/toy_teacher/unet/config.json
+# The shipped toy teacher (t2vturbo/assets/toy_teacher/MANIFEST.json); `make toy-teacher` retrains one
+# into artifacts/toy_teacher with the same recipe.
+TOY_TEACHER_DIR ?= t2vturbo/assets/toy_teacher
+TOY_TEACHER := $(TOY_TEACHER_DIR)/unet/config.json
+RETRAINED_TEACHER := artifacts/toy_teacher/unet/config.json
 TOY_SHARDS := artifacts/toy_shards/index.json
 TOYBENCH_PROMPTS ?= 20
 # Cluster (docs/CLUSTER.md). LAUNCHER=slurm submits launch/distill.sbatch instead of running here; unset,
@@ -48,16 +52,15 @@ distill: setup
 		--cpus-per-task '$(CPUS_PER_TASK)' --partition '$(PARTITION)' --time '$(TIME)' $(strip \
 		$(foreach a,$(SBATCH_ARGS),'--sbatch=$(a)') $(if $(filter 1 yes true,$(WAIT)),--wait)) \
 		-- experiment=$(EXPERIMENT) $(ARGS)
-# Local run (no cluster): distil the toy teacher into a 4-step student, reading the toy world's
-# webdataset shards (written first if missing). The toy teacher is trained first by our own
-# diffusion objective if artifacts/toy_teacher does not exist yet. Ends with the ToyBench lines
-# of the student (4 steps) and of the teacher (4 and 50 DDIM steps).
+# Local run (no cluster): distil the shipped toy teacher into a 4-step student, reading the toy
+# world's webdataset shards (written first if missing). Ends with the ToyBench lines of the
+# student (4 steps) and of the teacher (4 and 50 DDIM steps).
 else ifeq ($(EXPERIMENT),toy)
 distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
-	$(PY) -m t2vturbo.distill experiment=toy $(ARGS)
+	$(PY) -m t2vturbo.distill experiment=toy model.path=$(TOY_TEACHER_DIR) $(ARGS)
 	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_student_4.json
-	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint artifacts/toy_teacher --steps 4 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_4.json
-	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint artifacts/toy_teacher --steps 50 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_50.json
+	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 4 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_4.json
+	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 50 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_50.json
 	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
 else
 distill: setup
@@ -80,8 +83,8 @@ distill-cancel:
 $(TOY_SHARDS): | setup
 	$(PY) -m data_recipes.toy_world --out artifacts/toy_shards --num-clips 1024 --shard-size 256 --textured-fraction 0
 
-toy-teacher: $(TOY_TEACHER)
-$(TOY_TEACHER): | setup
+toy-teacher: $(RETRAINED_TEACHER)
+$(RETRAINED_TEACHER): | setup
 	$(PY) -m t2vturbo.distill experiment=toy_teacher
 
 sample: setup

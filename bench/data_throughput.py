@@ -104,7 +104,7 @@ def loader_rate(urls, num_frames: int, size: int, batch: int, batches: int) -> f
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/bench/data", help="work folder")
-    p.add_argument("--teacher", default="artifacts/toy_teacher", help="toy teacher (for the training step)")
+    p.add_argument("--teacher", default="t2vturbo/assets/toy_teacher", help="toy teacher (for the training step)")
     p.add_argument("--clips", type=int, default=24, help="clips in the 320x512 shard")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=8, help="training steps of the toy run")

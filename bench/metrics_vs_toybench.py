@@ -5,7 +5,7 @@ Generates the same toy prompts with the distilled student (4 steps) and the teac
 in px/frame, flicker) and with the generic weight-free metrics of ``t2vturbo.eval.metrics``
 (optical-flow magnitude, VBench-style temporal flicker). Prints both and whether the orderings agree.
 
-    python bench/metrics_vs_toybench.py --student outputs/toy --teacher artifacts/toy_teacher [--prompts 20]
+    python bench/metrics_vs_toybench.py --student outputs/toy --teacher t2vturbo/assets/toy_teacher [--prompts 20]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from t2vturbo.sample import load_student, sample_student, sample_teacher
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--student", default="outputs/toy")
-    ap.add_argument("--teacher", default="artifacts/toy_teacher")
+    ap.add_argument("--teacher", default="t2vturbo/assets/toy_teacher")
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--teacher-guidance", type=float, default=4.0)
     ap.add_argument("--json")

@@ -83,7 +83,7 @@ def summarize(rows: list[dict], warmup: int) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="artifacts/toy_teacher", help="toy teacher folder (diffusers layout)")
+    p.add_argument("--teacher", default="t2vturbo/assets/toy_teacher", help="toy teacher folder (diffusers layout)")
     p.add_argument("--out", default="outputs/bench/motion_guidance", help="work folder (runs, shards, logs)")
     p.add_argument("--steps", type=int, default=6, help="optimizer steps per cost run")
     p.add_argument("--warmup", type=int, default=1, help="first steps left out of the step time")

@@ -44,7 +44,7 @@ def toybench(target: Path, out: Path, env, steps=4, teacher=False, prompts=60) -
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="artifacts/toy_teacher")
+    p.add_argument("--teacher", default="t2vturbo/assets/toy_teacher")
     p.add_argument("--out", default="outputs/bench/rewards")
     p.add_argument("--distill", action="store_true")
     p.add_argument("--vader", action="store_true")
