@@ -20,6 +20,7 @@ class TinyModelConfig:
     text_dim: int = 32
     prediction_type: str = "epsilon"
     seed: int = 0
+    unet: str = "unet3d"  # unet3d (UNet3DConditionModel) | motion (UNetMotionModel: frame-position-aware temporal attention)
 
 
 @dataclass

@@ -41,6 +41,8 @@ class UNet3DDenoiser(nn.Module):
         self.unet = unet
 
     def forward(self, z_t, t, cond):
+        if type(self.unet).__name__ == "UNetMotionModel":  # it expects the prompt repeated per frame
+            cond = cond.repeat_interleave(z_t.shape[2], dim=0)
         return self.unet(z_t, t, encoder_hidden_states=cond, return_dict=False)[0]
 
 
@@ -97,6 +99,19 @@ def check_model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def _load_unet(unet_dir: Path, dtype=torch.float32):
+    """UNet3DConditionModel (ModelScope layout) or UNetMotionModel (AnimateDiff-style motion modules with
+    sinusoidal frame positions), chosen by ``unet/config.json``'s ``_class_name``."""
+    from diffusers import UNet3DConditionModel, UNetMotionModel
+
+    cls_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name", "UNet3DConditionModel")
+    cls = {"UNet3DConditionModel": UNet3DConditionModel, "UNetMotionModel": UNetMotionModel}.get(cls_name)
+    if cls is None:
+        raise ValueError(f"{unet_dir}/config.json: unsupported UNet class {cls_name!r} "
+                         "(expected UNet3DConditionModel or UNetMotionModel)")
+    return cls.from_pretrained(unet_dir, torch_dtype=dtype)
+
+
 def _load_vae(vae_dir: Path):
     cfg = json.loads((vae_dir / "config.json").read_text())
     if cfg.get("_class_name") == PixelUnshuffleVAE.__name__:
@@ -135,11 +150,10 @@ class UNet3DBackbone(VideoBackbone):
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path, gradient_checkpointing: bool = False, dtype=torch.float32):
-        from diffusers import UNet3DConditionModel
         from transformers import AutoTokenizer, CLIPTextModel
 
         p = check_model_dir(path)
-        unet = UNet3DConditionModel.from_pretrained(p / "unet", torch_dtype=dtype)
+        unet = _load_unet(p / "unet", dtype)
         vae = _load_vae(p / "vae").to(dtype)
         text_encoder = CLIPTextModel.from_pretrained(p / "text_encoder", torch_dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(p / "tokenizer")
@@ -286,8 +300,13 @@ def tiny_components(
     prediction_type: str = "epsilon",
     attention_head_dim: int = 8,
     layers_per_block: int = 1,
+    unet: str = "unet3d",
 ):
     """(unet, vae, text_encoder, tokenizer, scheduler_config) with tiny random configs.
+
+    ``unet='unet3d'``: diffusers' UNet3DConditionModel (ModelScope); ``unet='motion'``: diffusers'
+    UNetMotionModel (AnimateDiff-style motion modules, whose temporal attention has sinusoidal frame
+    positions: UNet3D's temporal attention is permutation-equivariant over frames).
 
     ``vae='autoencoder_kl'``: a tiny AutoencoderKL (factor 2, ``latent_channels``);
     ``vae='pixel_unshuffle'``: the exact invertible PixelUnshuffleVAE (latent channels 3*f^2).
@@ -327,6 +346,26 @@ def tiny_components(
     else:
         raise ValueError(f"unknown tiny vae {vae!r}; expected 'autoencoder_kl' or 'pixel_unshuffle'")
     n = len(block_out_channels)
+    if unet == "motion":
+        from diffusers import UNetMotionModel
+
+        heads = tuple(max(1, c // attention_head_dim) for c in block_out_channels)
+        unet_m = UNetMotionModel(
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            down_block_types=("CrossAttnDownBlockMotion",) * (n - 1) + ("DownBlockMotion",),
+            up_block_types=("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * (n - 1),
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            norm_num_groups=min(8, block_out_channels[0]),
+            cross_attention_dim=text_dim,
+            num_attention_heads=heads,
+            motion_num_attention_heads=heads,
+            motion_max_seq_length=32,
+        )
+        return unet_m, vae_m, text_encoder, tokenizer, default_scheduler_config(prediction_type)
+    if unet != "unet3d":
+        raise ValueError(f"unknown tiny unet {unet!r}; expected 'unet3d' or 'motion'")
     unet = UNet3DConditionModel(
         in_channels=latent_channels,
         out_channels=latent_channels,

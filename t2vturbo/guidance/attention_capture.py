@@ -49,7 +49,10 @@ from torch import nn
 # The decoder's temporal self-attentions. In a ModelScope / VideoCrafter2-shaped UNet3D these are the
 # 9 layers up_blocks.{1,2,3}.temp_attentions.{0,1,2}.transformer_blocks.0.attn1, i.e. the same 9
 # decoder layers (VideoCrafter2 output_blocks.3..11) that T2V-Turbo-v2 reads.
-DEFAULT_LAYERS: tuple[str, ...] = ("up_blocks.*.temp_attentions.*.transformer_blocks.0.attn1",)
+DEFAULT_LAYERS: tuple[str, ...] = (
+    "up_blocks.*.temp_attentions.*.transformer_blocks.0.attn1",
+    "up_blocks.*.motion_modules.*.transformer_blocks.0.attn1",  # UNetMotionModel (AnimateDiff-style)
+)
 # Named selections accepted by ``layers=``.
 LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "decoder": DEFAULT_LAYERS,
@@ -76,12 +79,17 @@ def list_temporal_attention_layers(model: nn.Module) -> list[str]:
     (and its default selection in ``default_temporal_layers``); see :func:`native_probabilities`."""
     from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 
+    try:  # UNetMotionModel's motion modules
+        from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+        temporal = (TransformerTemporalModel, AnimateDiffTransformer3D)
+    except ImportError:  # pragma: no cover - older diffusers
+        temporal = (TransformerTemporalModel,)
     unet = resolve_unet(model)
     if hasattr(unet, "temporal_attention_layers"):
         return list(unet.temporal_attention_layers())
     names = []
     for tname, tmod in unet.named_modules():
-        if not isinstance(tmod, TransformerTemporalModel):
+        if not isinstance(tmod, temporal):
             continue
         for sub, m in tmod.named_modules():
             if sub.endswith("attn1") and _is_attention(m):

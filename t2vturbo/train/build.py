@@ -63,6 +63,7 @@ def build_backbone(model_cfg, gradient_checkpointing: bool = False, device="cpu"
             attention_head_dim=t.attention_head_dim,
             text_dim=t.text_dim,
             prediction_type=t.prediction_type,
+            unet=t.unet,
             gradient_checkpointing=gradient_checkpointing,
         )
     else:
