@@ -23,6 +23,16 @@ from torch import nn
 from ..diffusion import scalar_embedding
 
 
+@torch.no_grad()
+def encode_frames(vae: nn.Module, video: torch.Tensor, scale: float, device) -> torch.Tensor:
+    """Per-frame encode with a 2D VAE (posterior mode, so encoding is deterministic) times ``scale``:
+    [B, F, 3, H, W] -> [B, C, F, h, w]."""
+    b, f = video.shape[:2]
+    x = video.reshape(b * f, *video.shape[2:]).to(device, vae.dtype)
+    z = vae.encode(x).latent_dist.mode() * scale
+    return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+
+
 class GuidedDenoiser(nn.Module):
     """Student denoiser: ``forward(z_t, t, cond, w, eta) -> model output``.
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..diffusion import make_alphas_cumprod
-from .base import GuidedDenoiser, VideoBackbone
+from .base import GuidedDenoiser, VideoBackbone, encode_frames
 from .pixel_vae import PixelUnshuffleVAE
 
 EXPECTED_LAYOUT = (
@@ -210,10 +210,7 @@ class UNet3DBackbone(VideoBackbone):
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame VAE encode (posterior mean, so encoding is deterministic) times the scale."""
-        b, f = video.shape[:2]
-        x = video.reshape(b * f, *video.shape[2:]).to(self.device, self.vae.dtype)
-        z = self.vae.encode(x).latent_dist.mode() * self.vae_scale
-        return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+        return encode_frames(self.vae, video, self.vae_scale, self.device)
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         b, c, f = z.shape[:3]
