@@ -29,6 +29,19 @@ STUDENT_FILE = "student.safetensors"
 
 
 @torch.no_grad()
+def student_inputs(bb, net, prompts, guidance, eta, num_frames, height, width, seed):
+    """What every student sampler starts from: (cond, w [B], eta [B], latent shape, the seeded CPU
+    generator, initial noise drawn from it first, the network's dtype)."""
+    cond = bb.encode_text(list(prompts))
+    b = cond.shape[0]
+    w = torch.full((b,), float(guidance))
+    e = torch.full((b,), float(eta))
+    shape = (b, *bb.latent_shape(num_frames, height, width))
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn(shape, generator=g)
+    return cond, w, e, shape, g, noise, next(net.parameters()).dtype
+
+
 def sample_student(bb, net, prompts, steps=4, num_ddim_timesteps=200, guidance=7.5, eta=0.0, num_frames=8,
                    height=32, width=32, seed=0, sigma_data=0.5, timestep_scaling=10.0, decode=True):
     """Videos [B, F, 3, H, W] in [-1, 1] from the student in ``steps`` consistency steps."""
@@ -37,15 +50,9 @@ def sample_student(bb, net, prompts, steps=4, num_ddim_timesteps=200, guidance=7
 
         return sample_student_flow(bb, net, prompts, steps, num_ddim_timesteps, guidance, eta, num_frames, height,
                                    width, seed, sigma_data, timestep_scaling, decode)
-    dev = bb.alphas_cumprod.device
-    cond = bb.encode_text(list(prompts))
-    b = cond.shape[0]
-    w = torch.full((b,), float(guidance))
-    e = torch.full((b,), float(eta))
-    shape = (b, *bb.latent_shape(num_frames, height, width))
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.randn(shape, generator=g)
-    dtype = next(net.parameters()).dtype
+    dev = bb.device
+    cond, w, e, shape, g, noise, dtype = student_inputs(bb, net, prompts, guidance, eta, num_frames, height, width,
+                                                        seed)
 
     def model(z, t):
         return net(z.to(dtype), t, cond, w, e).float()

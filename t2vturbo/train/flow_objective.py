@@ -117,15 +117,11 @@ def sample_student_flow(bb, net, prompts, steps=4, num_ddim_timesteps=200, guida
                         height=480, width=832, seed=0, sigma_data=0.5, timestep_scaling=10.0, decode=True):
     """Videos [B, F, 3, H, W] in [-1, 1] from a flow student in ``steps`` consistency steps on the
     ``num_ddim_timesteps``-point shifted grid it was distilled on (one network pass per step)."""
+    from ..sample import student_inputs
+
     dev = bb.device
-    cond = bb.encode_text(list(prompts))
-    b = cond.shape[0]
-    w = torch.full((b,), float(guidance))
-    e = torch.full((b,), float(eta))
-    shape = (b, *bb.latent_shape(num_frames, height, width))
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.randn(shape, generator=g)
-    dtype = next(net.parameters()).dtype
+    cond, w, e, shape, g, noise, dtype = student_inputs(bb, net, prompts, guidance, eta, num_frames, height, width,
+                                                        seed)
     T = bb.num_train_timesteps
 
     def model(z, sigma):
