@@ -21,6 +21,9 @@ class TinyModelConfig:
     prediction_type: str = "epsilon"
     seed: int = 0
     unet: str = "unet3d"  # unet3d (UNet3DConditionModel) | motion (UNetMotionModel: frame-position-aware temporal attention)
+    # Std of the (frozen, random) text encoder's token embeddings; null keeps CLIP's init (0.02), under
+    # which "left" and "right" give nearly the same prompt embedding (docs/BENCHMARKS.md, "The toy teacher").
+    text_token_std: float | None = None
 
 
 @dataclass

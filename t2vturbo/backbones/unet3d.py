@@ -298,6 +298,7 @@ def tiny_components(
     attention_head_dim: int = 8,
     layers_per_block: int = 1,
     unet: str = "unet3d",
+    text_token_std: float | None = None,
 ):
     """(unet, vae, text_encoder, tokenizer, scheduler_config) with tiny random configs.
 
@@ -307,6 +308,11 @@ def tiny_components(
 
     ``vae='autoencoder_kl'``: a tiny AutoencoderKL (factor 2, ``latent_channels``);
     ``vae='pixel_unshuffle'``: the exact invertible PixelUnshuffleVAE (latent channels 3*f^2).
+
+    ``text_token_std``: redraw the text encoder's token embeddings from N(0, std^2) (seeded). With
+    CLIP's init (std 0.02, the position embeddings 0.01) the frozen random encoder maps prompts that
+    differ in one word to nearly the same states, and a UNet trained on it cannot tell "moving left"
+    from "moving right"; std 1 makes every word's embedding distinct (the toy teacher uses 1.0).
     """
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -325,6 +331,10 @@ def tiny_components(
         eos_token_id=3,
     )
     text_encoder = CLIPTextModel(te_cfg)
+    if text_token_std is not None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            text_encoder.embeddings.token_embedding.weight.normal_(0.0, float(text_token_std), generator=g)
     if vae == "pixel_unshuffle":
         vae_m = PixelUnshuffleVAE(factor=pixel_factor)
         latent_channels = 3 * pixel_factor**2

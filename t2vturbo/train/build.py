@@ -64,6 +64,7 @@ def build_backbone(model_cfg, gradient_checkpointing: bool = False, device="cpu"
             text_dim=t.text_dim,
             prediction_type=t.prediction_type,
             unet=t.unet,
+            text_token_std=t.text_token_std,
             gradient_checkpointing=gradient_checkpointing,
         )
     else:

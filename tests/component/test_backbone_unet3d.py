@@ -607,3 +607,31 @@ def test_build_backbone_bf16_keeps_schedule_float32():
     ref = tiny_backbone(**PIX).alphas_cumprod
     assert bb.alphas_cumprod.dtype == torch.float32
     assert torch.equal(bb.alphas_cumprod, ref)
+
+
+def test_text_token_std_makes_one_word_prompts_distinct():
+    """With CLIP's init the frozen random encoder maps "moving left" / "moving right" to nearly the same
+    states (the toy teacher could not learn direction on it); text_token_std=1 separates them. The
+    redraw is seeded and touches only the token embeddings."""
+    from t2vturbo.backbones.unet3d import tiny_components
+
+    caps = ["a red circle moving left", "a red circle moving right"]
+
+    def gap(te, tok):
+        ids = tok(caps, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+        with torch.no_grad():
+            h = te(ids)[0]
+        k = int((ids[0] != ids[1]).nonzero()[0])  # the direction word
+        return float((h[0, k] - h[1, k]).pow(2).mean() / h.var())
+
+    _, _, te0, tok, _ = tiny_components(seed=3)
+    _, _, te1, _, _ = tiny_components(seed=3, text_token_std=1.0)
+    _, _, te2, _, _ = tiny_components(seed=3, text_token_std=1.0)
+    emb = "embeddings.token_embedding.weight"
+    w = te1.state_dict()[emb]
+    assert abs(float(w.std()) - 1.0) < 0.1 and float(te0.state_dict()[emb].std()) < 0.05
+    assert torch.equal(w, te2.state_dict()[emb])  # seeded
+    for k, v in te0.state_dict().items():  # everything else is CLIP's init, unchanged
+        if k != emb:
+            assert torch.equal(v, te1.state_dict()[k]), k
+    assert gap(te1, tok) > 1.0 and gap(te1, tok) > 4 * gap(te0, tok)
