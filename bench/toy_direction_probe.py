@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 
-def run(text_token_std: float | None, steps: int, seed: int = 0) -> dict:
+def run(text_token_std: float | None, steps: int, seed: int = 0, balanced: bool = True) -> dict:
     from t2vturbo.backbones import tiny_backbone
 
     bb = tiny_backbone(seed=seed, vae="pixel_unshuffle", block_out_channels=(48, 96), prediction_type="sample",
@@ -48,7 +48,7 @@ def run(text_token_std: float | None, steps: int, seed: int = 0) -> dict:
     t999 = torch.full((15,), bb.num_train_timesteps - 1)
     t0 = time.perf_counter()
     for _ in range(steps):
-        ks = [keys[i % 3] for i in range(15)]
+        ks = [keys[i % 3] for i in range(15)] if balanced else [keys[int(j)] for j in torch.randint(0, 3, (15,), generator=g)]
         out = net(torch.randn(15, c, f, h, w, generator=g), t999, torch.cat([enc[k] for k in ks]))
         loss = (out - torch.cat([targets[k] for k in ks])).pow(2).mean()
         opt.zero_grad()
@@ -58,7 +58,7 @@ def run(text_token_std: float | None, steps: int, seed: int = 0) -> dict:
     with torch.no_grad():
         last = {k: float(net(torch.randn(8, c, f, h, w, generator=g), t999[:8], enc[k].expand(8, -1, -1))[:, :, -1].mean())
                 for k in keys}
-    return {"text_token_std": text_token_std, "steps": steps, "final_loss": float(loss), "last_frame_mean": last,
+    return {"text_token_std": text_token_std, "balanced": balanced, "steps": steps, "final_loss": float(loss.detach()), "last_frame_mean": last,
             "prompt_embedding_gap_left_right": emb_gap, "seconds": time.perf_counter() - t0}
 
 
