@@ -76,6 +76,9 @@ class DataConfig:
     max_skip_fraction: float = 0.2  # stop with a clear error above this corrupt-sample rate
     num_samples: int = 1_000_000
     textured: bool = False
+    # toy only: draw directions from this subset (null: all). A curriculum for the toy teacher: an uneven
+    # subset first breaks the left/right symmetry that stalls direction learning (docs/BENCHMARKS.md).
+    directions: list[str] | None = None
     caption_dropout: float = 0.1  # diffusion objective only (CFG training)
     num_workers: int = 0
     # Two-stage mode: the shards were written by `python -m t2vturbo.precompute` and carry per clip the

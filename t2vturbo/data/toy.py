@@ -35,6 +35,7 @@ textured, seed)`` and is meant to be reused by the webdataset shard writer.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -198,7 +199,9 @@ def shape_size_range(size: int) -> tuple[int, int]:
     return lo, hi
 
 
-def sample_attributes(rng: np.random.Generator, size: int = 32, num_frames: int = 8) -> ToyAttributes:
+def sample_attributes(
+    rng: np.random.Generator, size: int = 32, num_frames: int = 8, directions: Sequence[str] | None = None
+) -> ToyAttributes:
     """Draw uniformly random attributes such that the shape stays inside the frame.
 
     colour / shape / direction are uniform; speed is uniform in
@@ -208,6 +211,8 @@ def sample_attributes(rng: np.random.Generator, size: int = 32, num_frames: int 
     whole shape box inside ``[0, size - 1]`` for every frame.  If a frame is
     too small for the full speed range, the speed is capped so the smallest
     shape still fits (never happens for the default 32 px / 8 frames).
+    ``directions`` restricts the direction to a subset (uniform over it; same number of draws, so
+    ``None`` gives exactly the full-set stream).
     """
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
@@ -217,7 +222,8 @@ def sample_attributes(rng: np.random.Generator, size: int = 32, num_frames: int 
 
     color = list(COLORS)[int(rng.integers(len(COLORS)))]
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    direction = DIRECTIONS[int(rng.integers(len(DIRECTIONS)))]
+    pool = DIRECTIONS if directions is None else tuple(directions)
+    direction = pool[int(rng.integers(len(pool)))]
 
     steps = num_frames - 1
     if direction == "still":
@@ -335,9 +341,15 @@ class ToyClipDataset(Dataset):
         size: int = 32,
         seed: int = 0,
         textured: bool = False,
+        directions: Sequence[str] | None = None,
     ) -> None:
         if num_samples < 0:
             raise ValueError("num_samples must be >= 0")
+        if directions is not None:
+            bad = [d for d in directions if d not in DIRECTIONS]
+            if bad or not directions:
+                raise ValueError(f"directions must be a non-empty subset of {list(DIRECTIONS)}, got {list(directions)}")
+        self.directions = None if directions is None else tuple(directions)
         self.num_samples = int(num_samples)
         self.num_frames = int(num_frames)
         self.size = int(size)
@@ -350,7 +362,7 @@ class ToyClipDataset(Dataset):
     def attributes(self, i: int) -> tuple[ToyAttributes, int]:
         """Attributes and background seed of item ``i`` (no rendering)."""
         rng = np.random.default_rng([self.seed, int(i)])
-        attrs = sample_attributes(rng, size=self.size, num_frames=self.num_frames)
+        attrs = sample_attributes(rng, size=self.size, num_frames=self.num_frames, directions=self.directions)
         bg_seed = int(rng.integers(2**31 - 1))
         return attrs, bg_seed
 

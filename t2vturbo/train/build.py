@@ -90,6 +90,7 @@ def build_dataset(cfg):
             size=cfg.model.height,
             seed=cfg.seed,
             textured=d.textured,
+            directions=None if d.directions is None else list(d.directions),
         )
     if d.kind in ("shards", "mixture"):
         from ..data.shards import ClipStream

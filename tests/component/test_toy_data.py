@@ -337,3 +337,21 @@ def test_dataloader_collation():
     for k in range(4):
         assert torch.equal(batch["video"][k], ds[k]["video"])
         assert batch["caption"][k] == ds[k]["caption"]
+
+
+def test_directions_subset_restricts_and_keeps_the_full_stream():
+    """``directions`` draws only from the subset; ``None`` is exactly the default stream; bad subsets
+    are refused with the valid names."""
+    full = ToyClipDataset(num_samples=200, seed=4)
+    same = ToyClipDataset(num_samples=200, seed=4, directions=None)
+    sub = ToyClipDataset(num_samples=200, seed=4, directions=["left", "up", "still"])
+    dirs = [sub.attributes(i)[0].direction for i in range(200)]
+    assert set(dirs) == {"left", "up", "still"}
+    assert all(full.attributes(i)[0] == same.attributes(i)[0] for i in range(50))
+    # the other attributes are drawn as before where the direction agrees
+    a, b = full.attributes(7)[0], sub.attributes(7)[0]
+    assert (a.color, a.shape) == (b.color, b.shape)
+    with pytest.raises(ValueError, match="subset of"):
+        ToyClipDataset(directions=["left", "sideways"])
+    with pytest.raises(ValueError, match="subset of"):
+        ToyClipDataset(directions=[])
