@@ -352,40 +352,30 @@ def tiny_components(
         )
     else:
         raise ValueError(f"unknown tiny vae {vae!r}; expected 'autoencoder_kl' or 'pixel_unshuffle'")
-    n = len(block_out_channels)
-    if unet == "motion":
-        from diffusers import UNetMotionModel
-
-        heads = tuple(max(1, c // attention_head_dim) for c in block_out_channels)
-        unet_m = UNetMotionModel(
-            in_channels=latent_channels,
-            out_channels=latent_channels,
-            down_block_types=("CrossAttnDownBlockMotion",) * (n - 1) + ("DownBlockMotion",),
-            up_block_types=("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * (n - 1),
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            norm_num_groups=min(8, block_out_channels[0]),
-            cross_attention_dim=text_dim,
-            num_attention_heads=heads,
-            motion_num_attention_heads=heads,
-            motion_max_seq_length=32,
-        )
-        return unet_m, vae_m, text_encoder, tokenizer, default_scheduler_config(prediction_type)
-    if unet != "unet3d":
+    if unet not in ("unet3d", "motion"):
         raise ValueError(f"unknown tiny unet {unet!r}; expected 'unet3d' or 'motion'")
-    unet = UNet3DConditionModel(
+    # One layout for both classes; only the block family and the attention-head arguments differ.
+    n = len(block_out_channels)
+    fam = "Motion" if unet == "motion" else "3D"
+    layout = dict(
         in_channels=latent_channels,
         out_channels=latent_channels,
-        down_block_types=("CrossAttnDownBlock3D",) * (n - 1) + ("DownBlock3D",),
-        up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (n - 1),
+        down_block_types=(f"CrossAttnDownBlock{fam}",) * (n - 1) + (f"DownBlock{fam}",),
+        up_block_types=(f"UpBlock{fam}",) + (f"CrossAttnUpBlock{fam}",) * (n - 1),
         block_out_channels=tuple(block_out_channels),
         layers_per_block=layers_per_block,
         norm_num_groups=min(8, block_out_channels[0]),
         cross_attention_dim=text_dim,
-        attention_head_dim=attention_head_dim,
     )
-    sched = default_scheduler_config(prediction_type)
-    return unet, vae_m, text_encoder, tokenizer, sched
+    if unet == "motion":
+        from diffusers import UNetMotionModel
+
+        heads = tuple(max(1, c // attention_head_dim) for c in block_out_channels)
+        net = UNetMotionModel(**layout, num_attention_heads=heads, motion_num_attention_heads=heads,
+                              motion_max_seq_length=32)
+    else:
+        net = UNet3DConditionModel(**layout, attention_head_dim=attention_head_dim)
+    return net, vae_m, text_encoder, tokenizer, default_scheduler_config(prediction_type)
 
 
 def tiny_backbone(**kwargs) -> UNet3DBackbone:
