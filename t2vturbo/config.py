@@ -104,6 +104,9 @@ class ObjectiveConfig:
     ema_decay: float = 0.95
     sigma_data: float = 0.5
     timestep_scaling: float = 10.0
+    # diffusion (teacher training): t ~ U{min_timestep .. T-1}; > 0 trains only the noisier end
+    # (e.g. fine-tuning what a toy teacher decides from the prompt alone, docs/BENCHMARKS.md)
+    min_timestep: int = 0
     # reward_finetune (t2vturbo/train/reward_finetune.py)
     finetune: str = "student"  # student (consistency sampler) | teacher (DDIM + CFG)
     init_from: str | None = None  # student: a student export folder to start from (null: the teacher's weights)
@@ -214,6 +217,11 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
             raise ConfigError("objective.init_from is a student export: it needs objective.finetune=student")
         if merged.guidance.motion or merged.data.precomputed:
             raise ConfigError("objective=reward_finetune uses neither guidance.motion nor data.precomputed")
+    if o.min_timestep != 0 and o.name != "diffusion":
+        raise ConfigError(f"objective.min_timestep={o.min_timestep} is used by objective.name=diffusion only "
+                          f"(got {o.name!r})")
+    if o.min_timestep < 0:
+        raise ConfigError(f"objective.min_timestep={o.min_timestep} must be >= 0")
     if o.target not in ("auto", "ema", "student"):
         raise ConfigError(f"objective.target={o.target!r}: expected 'auto', 'ema' or 'student'")
     if merged.data.kind not in ("toy", "shards", "mixture"):

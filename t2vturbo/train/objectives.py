@@ -131,17 +131,23 @@ class ConsistencyDistillation:
 
 
 class DiffusionTraining:
-    """Plain denoising training of the teacher: t ~ U{0..T-1}, regress the prediction-type target,
-    captions dropped with probability p (replaced by the empty prompt) for CFG."""
+    """Plain denoising training of the teacher: t ~ U{t_min..T-1} (t_min = objective.min_timestep,
+    default 0), regress the prediction-type target, captions dropped with probability p (replaced by
+    the empty prompt) for CFG."""
 
     def __init__(self, cfg, backbone, seed: int, caption_dropout: float):
         self.cfg = cfg
         self.bb = backbone
         self.seed = seed
         self.caption_dropout = caption_dropout
+        self.t_min = int(getattr(cfg, "min_timestep", 0))
+        if not 0 <= self.t_min < backbone.num_train_timesteps:
+            raise ValueError(f"objective.min_timestep={self.t_min} must be in [0, {backbone.num_train_timesteps - 1}]")
 
     def draws(self, positions, latent_shape) -> Draws:
-        return draw(positions, latent_shape, self.seed, self.bb.num_train_timesteps, 0.0, 0.0, self.caption_dropout)
+        n = self.bb.num_train_timesteps - self.t_min
+        d = draw(positions, latent_shape, self.seed, n, 0.0, 0.0, self.caption_dropout)
+        return d if self.t_min == 0 else Draws(d.index + self.t_min, d.noise, d.w, d.drop)
 
     def loss(self, model, z0, cond, uncond, d: Draws):
         dev = z0.device

@@ -4,6 +4,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from t2vturbo.config import ObjectiveConfig
@@ -128,3 +129,20 @@ def test_diffusion_objective_targets():
         zero = lambda z, t, c: torch.zeros_like(z)  # noqa: E731
         loss0, _, _ = obj.loss(zero, z0, torch.zeros(2, 1, 1), torch.zeros(2, 1, 1), d)
         assert abs(loss0.item() - (target**2).mean().item()) < 1e-5
+
+
+def test_diffusion_min_timestep_draws_the_noisy_end_only_and_keeps_the_default_stream():
+    bb = make_bb("sample")
+    base = DiffusionTraining(ObjectiveConfig(name="diffusion"), bb, seed=3, caption_dropout=0.1)
+    hi = DiffusionTraining(ObjectiveConfig(name="diffusion", min_timestep=800), bb, seed=3, caption_dropout=0.1)
+    positions = list(range(400))
+    d0, d1 = base.draws(positions, (2, 2, 2, 2)), hi.draws(positions, (2, 2, 2, 2))
+    # default: the historical stream, t over the whole range
+    ref = draw(positions, (2, 2, 2, 2), 3, 1000, 0.0, 0.0, 0.1)
+    assert torch.equal(d0.index, ref.index) and torch.equal(d0.noise, ref.noise)
+    assert int(d0.index.min()) < 100 and int(d0.index.max()) > 900
+    # min_timestep: t in [800, 999], covering that range; noise and caption dropout unchanged
+    assert int(d1.index.min()) >= 800 and int(d1.index.max()) == 999 and int(d1.index.min()) < 805
+    assert torch.equal(d1.noise, d0.noise) and torch.equal(d1.drop, d0.drop)
+    with pytest.raises(ValueError, match="min_timestep=1000"):
+        DiffusionTraining(ObjectiveConfig(name="diffusion", min_timestep=1000), bb, seed=0, caption_dropout=0.0)

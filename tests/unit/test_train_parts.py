@@ -88,6 +88,11 @@ def test_validate_unknown_key_and_values():
         validate({"objective": {"w_min": 9.0, "w_max": 2.0}})
     with pytest.raises(ConfigError, match="train.max_steps"):
         validate({"train": {"max_steps": "many"}})
+    assert validate({"objective": {"name": "diffusion", "min_timestep": 800}}).objective.min_timestep == 800
+    with pytest.raises(ConfigError, match="min_timestep=800 is used by objective.name=diffusion only"):
+        validate({"objective": {"min_timestep": 800}})
+    with pytest.raises(ConfigError, match="min_timestep=-1 must be >= 0"):
+        validate({"objective": {"name": "diffusion", "min_timestep": -1}})
 
 
 def test_hydra_tree_composes_and_validates():
