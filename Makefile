@@ -7,7 +7,7 @@ ARGS ?=
 STEPS ?= 4
 PROMPT ?= a red circle moving left
 # The shipped toy teacher (t2vturbo/assets/toy_teacher/MANIFEST.json); `make toy-teacher` retrains one
-# into artifacts/toy_teacher with the same recipe.
+# into artifacts/toy_teacher with the same three-stage recipe (conf/experiment/toy_teacher.yaml).
 TOY_TEACHER_DIR ?= t2vturbo/assets/toy_teacher
 TOY_TEACHER := $(TOY_TEACHER_DIR)/unet/config.json
 RETRAINED_TEACHER := artifacts/toy_teacher/unet/config.json
@@ -86,6 +86,8 @@ $(TOY_SHARDS): | setup
 toy-teacher: $(RETRAINED_TEACHER)
 $(RETRAINED_TEACHER): | setup
 	$(PY) -m t2vturbo.distill experiment=toy_teacher
+	$(PY) -m t2vturbo.distill experiment=toy_teacher_direction
+	$(PY) -m t2vturbo.distill experiment=toy_teacher_finish
 
 sample: setup
 	$(PY) -m t2vturbo.sample --steps $(STEPS) --prompt "$(PROMPT)" $(ARGS)

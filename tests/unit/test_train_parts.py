@@ -106,6 +106,15 @@ def test_hydra_tree_composes_and_validates():
             assert cfg.objective.guidance_form == "lcm"
         cfg = validate(compose(config_name="config", overrides=["experiment=toy_teacher"]))
         assert cfg.objective.name == "diffusion" and cfg.model.tiny.prediction_type == "sample"
+        assert cfg.model.tiny.text_token_std == 1.0 and list(cfg.data.directions) == ["left", "up", "still"]
+        # the three toy-teacher stages chain: each starts from the previous stage's export
+        stages = [validate(compose(config_name="config", overrides=[f"experiment={e}"]))
+                  for e in ("toy_teacher", "toy_teacher_direction", "toy_teacher_finish")]
+        assert [s.objective.min_timestep for s in stages] == [0, 800, 0]
+        assert [s.data.directions for s in stages[1:]] == [None, None]
+        for prev, nxt in zip(stages, stages[1:]):
+            assert nxt.model.path == f"{prev.output_dir}/export" and nxt.objective.name == "diffusion"
+        assert stages[-1].train.export_dir == "artifacts/toy_teacher"
 
 
 def test_draws_depend_only_on_seed_and_position():
