@@ -299,3 +299,29 @@ def test_skip_rate_above_the_limit_stops_with_the_last_checkpoint_intact(tiny_te
     assert state["step"] == 4  # 10 good clips = 5 micro-batches; the 6th needs 2 more good ones
     t = Trainer(cfg)  # resumes from the intact checkpoint
     assert t.step == 4
+
+
+def test_toy_teacher_stages_chain_and_stage_two_trains_the_noisy_end_only(tmp_path):
+    """`make toy-teacher`'s three experiments, 2 steps each at test size: each stage starts from the
+    previous stage's export, and stage 2 draws t >= 800 only (its batch means show it; the exact draw is
+    unit-tested in test_cd_step.py)."""
+    from t2vturbo.backbones import UNet3DBackbone
+
+    stages = ["toy_teacher", "toy_teacher_direction", "toy_teacher_finish"]
+    prev = None
+    for i, e in enumerate(stages, 1):
+        out = tmp_path / str(i)
+        args = [f"experiment={e}", *TINY, f"output_dir={out}", "train.max_steps=2", "train.micro_batch_size=4",
+                "train.ckpt_every=0", f"train.export_dir={out / 'export'}"]
+        if prev is not None:
+            args.append(f"model.path={prev}")
+        launch_distill(args)
+        rows = [r for r in metrics(out) if "loss_diffusion" in r]
+        assert [r["step"] for r in rows] == [1, 2]
+        if i == 2:
+            assert all(r["t_mean"] >= 800 for r in rows), rows
+        prev = out / "export"
+        meta = json.loads((prev / "t2vturbo_teacher.json").read_text())
+        assert meta["config"]["experiment_name"] == e and meta["config"]["model"]["path"] == (
+            None if i == 1 else str(tmp_path / str(i - 1) / "export"))
+    assert UNet3DBackbone.from_pretrained(prev).prediction_type == "sample"
