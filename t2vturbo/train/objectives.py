@@ -140,14 +140,15 @@ class DiffusionTraining:
         self.bb = backbone
         self.seed = seed
         self.caption_dropout = caption_dropout
-        self.t_min = int(getattr(cfg, "min_timestep", 0))
+        self.t_min = int(cfg.min_timestep)
         if not 0 <= self.t_min < backbone.num_train_timesteps:
             raise ValueError(f"objective.min_timestep={self.t_min} must be in [0, {backbone.num_train_timesteps - 1}]")
 
     def draws(self, positions, latent_shape) -> Draws:
-        n = self.bb.num_train_timesteps - self.t_min
-        d = draw(positions, latent_shape, self.seed, n, 0.0, 0.0, self.caption_dropout)
-        return d if self.t_min == 0 else Draws(d.index + self.t_min, d.noise, d.w, d.drop)
+        d = draw(positions, latent_shape, self.seed, self.bb.num_train_timesteps - self.t_min, 0.0, 0.0,
+                 self.caption_dropout)
+        d.index += self.t_min
+        return d
 
     def loss(self, model, z0, cond, uncond, d: Draws):
         dev = z0.device

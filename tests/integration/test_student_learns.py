@@ -52,7 +52,6 @@ def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
     before = distances()
     t.train()
     after = distances()
-    print("distance to the 50-step ODE solution, before / after:", before, after)
     # measured with the shipped three-stage teacher (EMA student, 60 steps, 1 thread): 1 step 0.0574 -> 0.0565,
     # 4 steps 0.0598 -> 0.0577 (the previous one-stage teacher: 0.0658 -> 0.0638, 0.0880 -> 0.0836)
     assert after[4] < 0.98 * before[4], (before, after)
