@@ -54,13 +54,15 @@ distill: setup
 		-- experiment=$(EXPERIMENT) $(ARGS)
 # Local run (no cluster): distil the shipped toy teacher into a 4-step student, reading the toy
 # world's webdataset shards (written first if missing). Ends with the ToyBench lines of the
-# student (4 steps) and of the teacher (4 and 50 DDIM steps).
+# teacher (4 and 50 DDIM steps) and of the student (4 steps), then the student minus each teacher
+# line, paired over prompts with a 95 % bootstrap interval.
 else ifeq ($(EXPERIMENT),toy)
 distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
 	$(PY) -m t2vturbo.distill experiment=toy model.path=$(TOY_TEACHER_DIR) $(ARGS)
-	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_student_4.json
 	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 4 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_4.json
 	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 50 --guidance 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_50.json
+	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 --num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_student_4.json \
+		--baseline outputs/toy/toybench_teacher_4.json --baseline outputs/toy/toybench_teacher_50.json
 	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
 else
 distill: setup

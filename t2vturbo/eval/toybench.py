@@ -7,6 +7,13 @@ Samples videos for a deterministic (seeded) selection of the held-out toy prompt
 them with the analytic pixel metrics of :mod:`t2vturbo.eval.toy_metrics` (colour, shape and
 direction accuracy; their mean is ``score``), plus dynamic degree, flicker and background
 cleanliness.  Prints one summary line and optionally writes a JSON report.
+
+Uncertainty: the prompts are the sampling units.  The report carries each prompt's mean
+accuracies (``per_prompt``) and a 95 % percentile-bootstrap interval of ``score`` over prompts
+(``score_ci95``).  ``--baseline OTHER.json`` (repeatable) compares the run with earlier reports
+on the prompts they share: the mean per-prompt difference of ``score`` (and of each accuracy)
+with a paired bootstrap interval, so "A is clearly above B" can be read off as an interval that
+excludes 0.
 """
 
 from __future__ import annotations
@@ -26,10 +33,24 @@ import torch
 from ..data.toy import held_out_prompts
 from .toy_metrics import aggregate, score_clip
 
-__all__ = ["DEFAULT_GUIDANCE", "format_summary", "main", "run_toybench", "select_prompts"]
+__all__ = [
+    "ACCURACY_KEYS",
+    "BOOTSTRAP_RESAMPLES",
+    "DEFAULT_GUIDANCE",
+    "bootstrap_ci",
+    "format_comparison",
+    "format_summary",
+    "main",
+    "paired_difference",
+    "per_prompt_scores",
+    "run_toybench",
+    "select_prompts",
+]
 
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_STEPS = {"student": 4, "teacher": 50}
+ACCURACY_KEYS = ("score", "color_acc", "shape_acc", "direction_acc")
+BOOTSTRAP_RESAMPLES = 2000
 # Sampling defaults used when neither an export's meta nor the caller says otherwise.
 _DEFAULTS = {
     "num_frames": 8,
@@ -49,6 +70,77 @@ def select_prompts(num_prompts: int | None = None, seed: int = 0) -> list[str]:
         raise ValueError(f"num_prompts must be in [1, {len(prompts)}], got {num_prompts}")
     order = np.random.default_rng(int(seed)).permutation(len(prompts))
     return [prompts[i] for i in order[:n]]
+
+
+def per_prompt_scores(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{prompt: {score, color_acc, shape_acc, direction_acc, clips}}``: the mean of each
+    accuracy over that prompt's clips (per-clip results of
+    :func:`~t2vturbo.eval.toy_metrics.score_clip`), prompts in first-seen order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(str(r["prompt"]), []).append(r)
+    return {
+        p: {**{k: float(np.mean([float(r[k]) for r in rs])) for k in ACCURACY_KEYS}, "clips": len(rs)}
+        for p, rs in groups.items()
+    }
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (resampled with replacement,
+    ``n_boot`` times, seeded).  One value gives a zero-width interval."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError("bootstrap_ci needs a non-empty 1-D sequence")
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got level={level}, n_boot={n_boot}")
+    idx = np.random.default_rng(int(seed)).integers(0, v.size, size=(int(n_boot), v.size))
+    means = v[idx].mean(axis=1)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def paired_difference(
+    report: dict[str, Any], baseline: dict[str, Any], *, n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """``report`` minus ``baseline`` on the prompts both scored (their ``per_prompt`` tables).
+
+    For each of :data:`ACCURACY_KEYS`: the mean over shared prompts of the per-prompt
+    difference, and a paired percentile-bootstrap 95 % interval (prompts resampled together,
+    the same resampling for every key).  Raises ``ValueError`` when a report has no
+    ``per_prompt`` table or the two share no prompt.
+    """
+    for name, r in (("report", report), ("baseline", baseline)):
+        if not isinstance(r.get("per_prompt"), dict) or not r["per_prompt"]:
+            raise ValueError(f"the {name} has no per_prompt table (written by ToyBench since 2026-11-24): re-run it")
+    a, b = report["per_prompt"], baseline["per_prompt"]
+    shared = [p for p in a if p in b]
+    if not shared:
+        raise ValueError("the two reports share no prompt: run them with the same --num-prompts and --seed")
+    idx = np.random.default_rng(int(seed)).integers(0, len(shared), size=(int(n_boot), len(shared)))
+    out: dict[str, Any] = {"num_prompts": len(shared)}
+    for k in ACCURACY_KEYS:
+        d = np.array([a[p][k] - b[p][k] for p in shared], dtype=np.float64)
+        lo, hi = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+        out[k] = {"diff": float(d.mean()), "ci95": [float(lo), float(hi)]}
+    return out
+
+
+def format_comparison(res: dict[str, Any], base: dict[str, Any], cmp: dict[str, Any], name: str = "") -> str:
+    """One line: ``ToyBench student steps=4 vs teacher steps=4 (NAME): score +0.012 [95% CI ...] ...``."""
+    s = cmp["score"]
+    accs = " ".join(f"{k.removesuffix('_acc').replace('color', 'colour')} {cmp[k]['diff']:+.3f}"
+                    for k in ACCURACY_KEYS[1:])
+    lo, hi = s["ci95"]
+    verdict = "above" if lo > 0 else "below" if hi < 0 else "not separable"
+    where = f" ({name})" if name else ""
+    return (
+        f"ToyBench {res.get('who', '?')} steps={res['steps']} vs {base.get('who', '?')} steps={base.get('steps', '?')}"
+        f"{where}: score {s['diff']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}] ({verdict}); {accs}; "
+        f"{cmp['num_prompts']} shared prompts"
+    )
 
 
 @contextlib.contextmanager
@@ -147,6 +239,9 @@ def run_toybench(
             for p, v in zip(batch, video):
                 results.append(score_clip(v, p))
     out: dict[str, Any] = dict(aggregate(results))
+    table = per_prompt_scores(results)
+    out["per_prompt"] = table
+    out["score_ci95"] = list(bootstrap_ci([v["score"] for v in table.values()], seed=seed))
     out.update(
         steps=int(steps),
         seconds=time.perf_counter() - t0,
@@ -172,6 +267,7 @@ def format_summary(res: dict[str, Any]) -> str:
         f"color={res['color_acc']:.3f} shape={res['shape_acc']:.3f} direction={res['direction_acc']:.3f} "
         f"dynamic={res['dynamic_degree']:.2f} flicker={res['flicker']:.3f} "
         f"background={res['background_clean']:.3f} seconds={res['seconds']:.1f}"
+        + (f" score_ci95=[{res['score_ci95'][0]:.3f},{res['score_ci95'][1]:.3f}]" if "score_ci95" in res else "")
     )
 
 
@@ -226,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="prompt shuffle and sampling noise seed")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--baseline", action="append", default=[], metavar="REPORT.json",
+                    help="an earlier ToyBench report to compare with (paired over shared prompts); repeatable")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--num-frames", type=int, help="default: the training run's (8 for a bare teacher)")
     ap.add_argument("--height", type=int, help="default: the training run's (32 for a bare teacher)")
@@ -243,6 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(str(e).strip("'\""), file=sys.stderr)
         return 2
+    baselines = []
+    for f in args.baseline:
+        try:
+            base = json.loads(Path(f).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"cannot read the baseline report {f}: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(base, dict) or not isinstance(base.get("per_prompt"), dict):
+            print(f"the baseline report {f} has no per_prompt table (written by ToyBench since 2026-11-24): re-run it",
+                  file=sys.stderr)
+            return 2
+        if not any(p in base["per_prompt"] for p in prompts):
+            print(f"the baseline report {f} shares no prompt with this run: use the same --num-prompts and --seed",
+                  file=sys.stderr)
+            return 2
+        baselines.append((f, base))
     who = "teacher" if args.teacher else "student"
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[who]
     if args.guidance is None:
@@ -254,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     res["checkpoint"] = str(ckpt)
     print(format_summary(res), flush=True)
+    if baselines:
+        res["baselines"] = {}
+        for f, base in baselines:
+            cmp = paired_difference(res, base, seed=args.seed)
+            res["baselines"][str(f)] = cmp
+            print(format_comparison(res, base, cmp, str(f)), flush=True)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

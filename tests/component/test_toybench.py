@@ -297,12 +297,93 @@ def test_run_toybench_pipeline_with_a_perfect_sampler(monkeypatch):
     assert res["score"] == 1.0 and res["num_clips"] == 18 and res["num_prompts"] == 9
     assert res["steps"] == 3 and res["guidance"] == 2.0 and res["who"] == "teacher"
     assert [s["prompt"] for s in res["samples"]] == [p for p in prompts for _ in range(2)]
+    assert list(res["per_prompt"]) == prompts
+    assert all(v == {"score": 1.0, "color_acc": 1.0, "shape_acc": 1.0, "direction_acc": 1.0, "clips": 2}
+               for v in res["per_prompt"].values())
+    assert res["score_ci95"] == [1.0, 1.0]
     line = tb.format_summary(res)
     assert line.startswith("ToyBench teacher steps=3 score=1.000 color=1.000 shape=1.000 direction=1.000")
     # Frame size / count come from meta when given.
     calls.clear()
     tb.run_toybench(object(), None, steps=1, prompts=prompts[:1], meta={"num_frames": 4, "height": 16, "width": 16})
     assert calls[0][2:] == (4, 16)
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+def _clip(prompt, c, s, d):
+    return {"prompt": prompt, "color_acc": c, "shape_acc": s, "direction_acc": d, "score": (c + s + d) / 3}
+
+
+def test_per_prompt_scores_by_hand():
+    rs = [_clip("a", 1, 0, 1), _clip("b", 0, 0, 0), _clip("a", 1, 1, 0), _clip("a", 0, 1, 1)]
+    t = tb.per_prompt_scores(rs)
+    assert list(t) == ["a", "b"]
+    assert t["a"]["clips"] == 3 and t["b"]["clips"] == 1
+    assert t["a"]["color_acc"] == pytest.approx(2 / 3) and t["a"]["shape_acc"] == pytest.approx(2 / 3)
+    assert t["a"]["direction_acc"] == pytest.approx(2 / 3) and t["a"]["score"] == pytest.approx(2 / 3)
+    assert t["b"]["score"] == 0.0
+
+
+def test_bootstrap_ci_against_the_normal_approximation():
+    assert tb.bootstrap_ci([0.7] * 10) == (0.7, 0.7)
+    assert tb.bootstrap_ci([0.3]) == (0.3, 0.3)
+    v = np.random.default_rng(5).random(400)
+    lo, hi = tb.bootstrap_ci(v, n_boot=4000, seed=1)
+    half = 1.959964 * v.std(ddof=0) / math.sqrt(v.size)  # the CLT interval, computed independently
+    assert lo < v.mean() < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    assert (lo + hi) / 2 == pytest.approx(v.mean(), abs=0.1 * half)
+    assert tb.bootstrap_ci(v, seed=3) == tb.bootstrap_ci(v, seed=3)
+    with pytest.raises(ValueError):
+        tb.bootstrap_ci([])
+    with pytest.raises(ValueError):
+        tb.bootstrap_ci([1.0, 2.0], level=1.0)
+
+
+def _report(scores: dict[str, float]) -> dict:
+    return {"per_prompt": {p: {"score": s, "color_acc": 1.0, "shape_acc": s, "direction_acc": 2 * s - 1.0}
+                           for p, s in scores.items()}}
+
+
+def test_paired_difference_identities_and_loop_reference():
+    a = _report({f"p{i}": 0.5 + 0.01 * i for i in range(20)})
+    same = tb.paired_difference(a, a)
+    assert all(same[k] == {"diff": 0.0, "ci95": [0.0, 0.0]} for k in tb.ACCURACY_KEYS)
+    # A constant shift on every prompt: the difference and both interval ends equal the shift.
+    b = _report({f"p{i}": 0.4 + 0.01 * i for i in range(20)})
+    d = tb.paired_difference(a, b)
+    assert d["num_prompts"] == 20
+    assert d["score"]["diff"] == pytest.approx(0.1) and d["score"]["ci95"] == pytest.approx([0.1, 0.1])
+    assert d["direction_acc"]["diff"] == pytest.approx(0.2) and d["color_acc"]["diff"] == 0.0
+    # Only shared prompts count; the interval equals a loop over the same resampling.
+    rng = np.random.default_rng(2)
+    c = _report({f"p{i}": float(rng.random()) for i in range(5, 30)})
+    d = tb.paired_difference(a, c, n_boot=500, seed=7)
+    shared = [f"p{i}" for i in range(5, 20)]
+    diffs = np.array([a["per_prompt"][p]["score"] - c["per_prompt"][p]["score"] for p in shared])
+    idx = np.random.default_rng(7).integers(0, len(shared), size=(500, len(shared)))
+    means = sorted(float(np.mean([diffs[j] for j in row])) for row in idx)
+    assert d["num_prompts"] == 15 and d["score"]["diff"] == pytest.approx(diffs.mean())
+    assert d["score"]["ci95"] == pytest.approx(list(np.quantile(means, [0.025, 0.975])))
+    assert d["score"]["ci95"][0] < d["score"]["diff"] < d["score"]["ci95"][1]
+    with pytest.raises(ValueError, match="share no prompt"):
+        tb.paired_difference(a, _report({"other": 1.0}))
+    with pytest.raises(ValueError, match="no per_prompt table"):
+        tb.paired_difference(a, {"score": 0.9})
+
+
+def test_format_comparison_verdicts():
+    base = {"who": "teacher", "steps": 4}
+    res = {"who": "student", "steps": 4}
+    a = _report({f"p{i}": 0.9 for i in range(10)})
+    b = _report({f"p{i}": 0.8 for i in range(10)})
+    line = tb.format_comparison(res, base, tb.paired_difference(a, b), "t4.json")
+    assert line.startswith("ToyBench student steps=4 vs teacher steps=4 (t4.json): score +0.100 [95% CI +0.100, +0.100]")
+    assert "(above)" in line and "10 shared prompts" in line
+    assert "(below)" in tb.format_comparison(res, base, tb.paired_difference(b, a))
+    mixed = _report({f"p{i}": 0.8 + (0.2 if i % 2 else -0.2) for i in range(10)})
+    assert "(not separable)" in tb.format_comparison(res, base, tb.paired_difference(mixed, b))
 
 
 REPORT_KEYS = {
@@ -374,6 +455,36 @@ def test_cli_student_and_teacher_of_export(tiny_dirs, tmp_path, capsys):
     _check_report(rep2, 2, "teacher", 2)
     assert (rep2["num_frames"], rep2["height"]) == (4, 16)
     assert "ToyBench student steps=2" in capsys.readouterr().out
+
+
+def test_cli_baseline_comparison(tiny_dirs, tmp_path, capsys):
+    teacher, export = tiny_dirs
+    t_json, s_json = tmp_path / "t.json", tmp_path / "s.json"
+    assert tb.main(["--teacher", "--checkpoint", str(teacher), "--steps", "1", "--num-prompts", "3",
+                    "--json", str(t_json)]) == 0
+    rep_t = json.loads(t_json.read_text())
+    assert len(rep_t["per_prompt"]) == 3 and rep_t["score_ci95"][0] <= rep_t["score"] <= rep_t["score_ci95"][1]
+    capsys.readouterr()
+    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--json", str(s_json),
+                    "--baseline", str(t_json)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith(f"ToyBench student steps=1 vs teacher steps=1 ({t_json}): score ")
+    rep_s = json.loads(s_json.read_text())
+    cmp = rep_s["baselines"][str(t_json)]
+    assert cmp["num_prompts"] == 3
+    assert cmp["score"]["diff"] == pytest.approx(rep_s["score"] - rep_t["score"])
+    # Bad baselines: a clear error, exit 2, nothing run.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"score": 0.5}))
+    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--baseline", str(old)]) == 2
+    assert "has no per_prompt table" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"per_prompt": {"a purple star moving sideways": {"score": 1.0}}}))
+    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--baseline", str(other)]) == 2
+    assert "shares no prompt with this run" in capsys.readouterr().err
+    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "1", "--seed", "9",
+                    "--baseline", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read the baseline report" in capsys.readouterr().err
 
 
 def test_run_toybench_restores_train_mode(tiny_dirs):
