@@ -30,7 +30,7 @@ def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
         pytest.fail(f"the shipped toy teacher is missing at {TEACHER}")
     cfg = validate({
         "output_dir": str(tmp_path / "run"), "seed": 0, "model": {"path": str(TEACHER)},
-        "data": {"kind": "toy"}, "objective": {"w_min": 2.0, "w_max": 6.0},
+        "data": {"kind": "toy"}, "objective": {"w_min": 2.0, "w_max": 6.0, "num_ddim_timesteps": 50},  # as experiment=toy
         "train": {"max_steps": 60, "micro_batch_size": 8, "lr": 2e-4, "log_every": 10, "progress": False,
                   "eval_every": 0, "ckpt_every": 0, "export_diffusers": False},
     })
@@ -52,7 +52,7 @@ def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
     before = distances()
     t.train()
     after = distances()
-    # measured with the shipped three-stage teacher (EMA student, 60 steps, 1 thread): 1 step 0.0574 -> 0.0565,
-    # 4 steps 0.0598 -> 0.0577 (the previous one-stage teacher: 0.0658 -> 0.0638, 0.0880 -> 0.0836)
-    assert after[4] < 0.98 * before[4], (before, after)
+    # measured with the shipped three-stage teacher (EMA student, 60 steps, 1 thread, 50-point grid): 1 step
+    # 0.0574 -> 0.0564, 4 steps 0.0598 -> 0.0498 (with the 200-point grid: 0.0574 -> 0.0565, 0.0598 -> 0.0577)
+    assert after[4] < 0.9 * before[4], (before, after)
     assert after[1] < 0.99 * before[1], (before, after)
