@@ -12,7 +12,7 @@ TOY_TEACHER_DIR ?= t2vturbo/assets/toy_teacher
 TOY_TEACHER := $(TOY_TEACHER_DIR)/unet/config.json
 RETRAINED_TEACHER := artifacts/toy_teacher/unet/config.json
 TOY_SHARDS := artifacts/toy_shards/index.json
-TOYBENCH_PROMPTS ?= 20
+TOYBENCH_PROMPTS ?= 60
 # Cluster (docs/CLUSTER.md). LAUNCHER=slurm submits launch/distill.sbatch instead of running here; unset,
 # it is slurm when `make distill` finds sbatch and a controller that answers `scontrol ping`, else local.
 NODES ?= 1
