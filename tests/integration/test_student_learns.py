@@ -23,6 +23,7 @@ from t2vturbo.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 TEACHER = Path(os.environ.get("T2V_TOY_TEACHER", REPO / "t2vturbo" / "assets" / "toy_teacher"))
+W = 10.0  # the middle of experiment=toy's w range (the guidance `make distill` compares at)
 
 
 def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
@@ -30,21 +31,21 @@ def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
         pytest.fail(f"the shipped toy teacher is missing at {TEACHER}")
     cfg = validate({
         "output_dir": str(tmp_path / "run"), "seed": 0, "model": {"path": str(TEACHER)},
-        "data": {"kind": "toy"}, "objective": {"w_min": 2.0, "w_max": 6.0, "num_ddim_timesteps": 50},  # as experiment=toy
-        "train": {"max_steps": 60, "micro_batch_size": 8, "lr": 2e-4, "log_every": 10, "progress": False,
+        "data": {"kind": "toy"}, "objective": {"w_min": 5.0, "w_max": 15.0, "num_ddim_timesteps": 50},  # as experiment=toy
+        "train": {"max_steps": 60, "micro_batch_size": 8, "lr": 1e-4, "log_every": 10, "progress": False,
                   "eval_every": 0, "ckpt_every": 0, "export_diffusers": False},
     })
     t = Trainer(cfg)
     prompts = select_prompts(8, 0)
     with torch.no_grad():
-        ode = sample_teacher(t.bb, prompts, steps=50, guidance=4.0, seed=0, decode=False)
+        ode = sample_teacher(t.bb, prompts, steps=50, guidance=W, seed=0, decode=False)
 
     def distances():
         net = t.student_for_inference()
         was = net.training
         net.eval()
         with torch.no_grad():
-            out = {s: float((sample_student(t.bb, net, prompts, steps=s, guidance=4.0, seed=0, decode=False) - ode)
+            out = {s: float((sample_student(t.bb, net, prompts, steps=s, guidance=W, seed=0, decode=False) - ode)
                             .pow(2).mean()) for s in (1, 4)}
         net.train(was)
         return out
@@ -52,7 +53,8 @@ def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
     before = distances()
     t.train()
     after = distances()
-    # measured with the shipped three-stage teacher (EMA student, 60 steps, 1 thread, 50-point grid): 1 step
-    # 0.0574 -> 0.0564, 4 steps 0.0598 -> 0.0498 (with the 200-point grid: 0.0574 -> 0.0565, 0.0598 -> 0.0577)
-    assert after[4] < 0.9 * before[4], (before, after)
+    # measured with the shipped three-stage teacher (EMA student, 60 steps, 1 thread, 50-point grid, w in [5, 15],
+    # distances at w = 10): lr 1e-4 (experiment=toy): 1 step 0.1075 -> 0.1056, 4 steps 0.1187 -> 0.1079 (0.91x);
+    # lr 2e-4: 0.1075 -> 0.1052, 0.1187 -> 0.1041. (w in [2, 6] at w = 4, lr 2e-4: 0.0598 -> 0.0498 at 4 steps.)
+    assert after[4] < 0.95 * before[4], (before, after)
     assert after[1] < 0.99 * before[1], (before, after)
