@@ -14,11 +14,13 @@ RETRAINED_TEACHER := artifacts/toy_teacher/unet/config.json
 TOY_SHARDS := artifacts/toy_shards/index.json
 TOYBENCH_PROMPTS ?= 60
 # ToyBench of `make distill`: the 4-step lines use TOYBENCH_SAMPLES samples per prompt; the student is compared
-# with the teacher's DDIM at the student's guidance (TOY_GUIDANCE, the middle of experiment=toy's w range) and at
-# the teacher's own best few-step guidance (TOY_TEACHER_GUIDANCE; its MANIFEST's reference scores are at w = 4).
+# with the teacher's DDIM at the student's guidance (TOY_GUIDANCE; empty: the export's, the middle of its training
+# w range, 10 for experiment=toy) and at the teacher's own best few-step guidance (TOY_TEACHER_GUIDANCE; its
+# MANIFEST's reference scores are at w = 4).
 TOYBENCH_SAMPLES ?= 4
-TOY_GUIDANCE ?= 10
+TOY_GUIDANCE ?=
 TOY_TEACHER_GUIDANCE ?= 4
+TOY_STUDENT_META := outputs/toy/export/t2vturbo_student.json
 # Cluster (docs/CLUSTER.md). LAUNCHER=slurm submits launch/distill.sbatch instead of running here; unset,
 # it is slurm when `make distill` finds sbatch and a controller that answers `scontrol ping`, else local.
 NODES ?= 1
@@ -65,13 +67,14 @@ distill: setup
 else ifeq ($(EXPERIMENT),toy)
 distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
 	$(PY) -m t2vturbo.distill experiment=toy model.path=$(TOY_TEACHER_DIR) $(ARGS)
-	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 4 --guidance $(TOY_GUIDANCE) \
+	w='$(TOY_GUIDANCE)'; w=$${w:-$$($(PY) -c "import json; print(json.load(open('$(TOY_STUDENT_META)'))['guidance'])")}; \
+	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 4 --guidance "$$w" \
 		--num-prompts $(TOYBENCH_PROMPTS) --samples-per-prompt $(TOYBENCH_SAMPLES) --json outputs/toy/toybench_teacher_4.json
 	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 4 --guidance $(TOY_TEACHER_GUIDANCE) \
 		--num-prompts $(TOYBENCH_PROMPTS) --samples-per-prompt $(TOYBENCH_SAMPLES) --json outputs/toy/toybench_teacher_4_best.json
 	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 50 --guidance $(TOY_TEACHER_GUIDANCE) \
 		--num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_50.json
-	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 --guidance $(TOY_GUIDANCE) --num-prompts $(TOYBENCH_PROMPTS) \
+	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 $(if $(TOY_GUIDANCE),--guidance $(TOY_GUIDANCE)) --num-prompts $(TOYBENCH_PROMPTS) \
 		--samples-per-prompt $(TOYBENCH_SAMPLES) --json outputs/toy/toybench_student_4.json --baseline outputs/toy/toybench_teacher_4.json \
 		--baseline outputs/toy/toybench_teacher_4_best.json --baseline outputs/toy/toybench_teacher_50.json
 	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
