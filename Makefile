@@ -21,6 +21,8 @@ TOYBENCH_SAMPLES ?= 4
 TOY_GUIDANCE ?=
 TOY_TEACHER_GUIDANCE ?= 4
 TOY_STUDENT_META := outputs/toy/export/t2vturbo_student.json
+# prompts of the guidance-response check at the end of `make distill` (4 w values, teacher DDIM 50 at each)
+GUIDANCE_RESPONSE_PROMPTS ?= 8
 # Cluster (docs/CLUSTER.md). LAUNCHER=slurm submits launch/distill.sbatch instead of running here; unset,
 # it is slurm when `make distill` finds sbatch and a controller that answers `scontrol ping`, else local.
 NODES ?= 1
@@ -63,7 +65,8 @@ distill: setup
 # Local run (no cluster): distil the shipped toy teacher into a 4-step student, reading the toy
 # world's webdataset shards (written first if missing). Ends with the ToyBench lines of the
 # teacher (DDIM 4 at the student's guidance and at its own, DDIM 50 at its own) and of the student
-# (4 steps), then the student minus each teacher line, paired over prompts with a 95 % bootstrap interval.
+# (4 steps), then the student minus each teacher line, paired over prompts with a 95 % bootstrap interval,
+# and how far the student's samples follow w compared with the teacher's (bench/guidance_response.py).
 else ifeq ($(EXPERIMENT),toy)
 distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
 	$(PY) -m t2vturbo.distill experiment=toy model.path=$(TOY_TEACHER_DIR) $(ARGS)
@@ -77,6 +80,8 @@ distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
 	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 $(if $(TOY_GUIDANCE),--guidance $(TOY_GUIDANCE)) --num-prompts $(TOYBENCH_PROMPTS) \
 		--samples-per-prompt $(TOYBENCH_SAMPLES) --json outputs/toy/toybench_student_4.json --baseline outputs/toy/toybench_teacher_4.json \
 		--baseline outputs/toy/toybench_teacher_4_best.json --baseline outputs/toy/toybench_teacher_50.json
+	$(PY) bench/guidance_response.py --student outputs/toy --prompts $(GUIDANCE_RESPONSE_PROMPTS) \
+		--json outputs/toy/guidance_response.json
 	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
 else
 distill: setup

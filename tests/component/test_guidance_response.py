@@ -1,0 +1,87 @@
+"""bench/guidance_response.py: does a student follow w the way its teacher does?"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("guidance_response", REPO / "bench" / "guidance_response.py")
+gr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gr)
+
+PROMPTS = ["a red circle moving left", "a blue square moving up", "a green triangle standing still"]
+SIZE = dict(num_frames=4, height=16, width=16)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random teacher and the export of a freshly made student of it (guidance embedding at zero)."""
+    from safetensors.torch import save_file
+
+    from t2vturbo.backbones import load_backbone, write_tiny_model_dir
+    from t2vturbo.sample import STUDENT_FILE, STUDENT_META
+
+    root = tmp_path_factory.mktemp("gr")
+    teacher = write_tiny_model_dir(root / "teacher", vae="pixel_unshuffle", block_out_channels=(16, 32))
+    bb = load_backbone("unet3d", str(teacher))
+    net = bb.make_student()
+    export = root / "export"
+    export.mkdir()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
+    meta = dict(family="unet3d", teacher_path=str(teacher), **SIZE, num_ddim_timesteps=50, sigma_data=0.5,
+                timestep_scaling=10.0, w_range=[2.0, 6.0], step=0)
+    (export / STUDENT_META).write_text(json.dumps(meta))
+    return bb, export
+
+
+def _teacher(bb, steps=2):
+    from t2vturbo.sample import sample_teacher
+
+    return lambda ps, w, seed: sample_teacher(bb, ps, steps=steps, guidance=w, seed=seed, decode=False, **SIZE)
+
+
+def test_reference_against_itself_is_the_identity(tiny):
+    bb, _ = tiny
+    t = _teacher(bb)
+    rep = gr.response_table(t, t, PROMPTS, [1.0, 8.0], batch=2)
+    assert rep["mse"][0][0] == 0.0 and rep["mse"][1][1] == 0.0
+    assert rep["effective_guidance"] == [1.0, 8.0]
+    assert rep["response"] == pytest.approx(1.0) and rep["response_ci95"] == pytest.approx([1.0, 1.0])
+    # the off-diagonal entry, recomputed by hand (batches of 2 prompts use seeds 0 and 2)
+    a = torch.cat([t(PROMPTS[:2], 1.0, 0), t(PROMPTS[2:], 1.0, 2)]).flatten(1)
+    b = torch.cat([t(PROMPTS[:2], 8.0, 0), t(PROMPTS[2:], 8.0, 2)]).flatten(1)
+    by_hand = (a - b).pow(2).mean(1).mean().item()
+    assert by_hand > 0
+    assert rep["mse"][0][1] == pytest.approx(by_hand, rel=1e-6) == rep["reference_move_mse"]
+
+
+def test_fresh_student_ignores_w_and_a_perturbed_one_responds(tiny, tmp_path, capsys):
+    bb, export = tiny
+    out = tmp_path / "gr.json"
+    assert gr.main(["--student", str(export), "--prompts", "3", "--steps", "2", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["guidance"] == [2.0, 3.0, 4.0, 6.0]  # the export's w_range: ends, quarter, midpoint
+    assert rep["response"] == 0.0 and rep["student_move_mse"] == 0.0 and rep["reference_move_mse"] > 0
+    assert len({tuple(row) for row in rep["mse"]}) == 1  # every student row is the same sample
+    printed = capsys.readouterr().out
+    assert "nearest teacher w" in printed and "moves 0.000x as far as the teacher" in printed
+
+    sample, reference, _, net = gr.student_samplers(str(export), steps=2, reference_steps=2)
+    with torch.no_grad():
+        net.fuse.weight.normal_(0, 0.05)  # the zero-initialised last projection of the w embedding
+    rep2 = gr.response_table(sample, reference, PROMPTS, [2.0, 6.0])
+    assert rep2["response"] > 0
+
+
+def test_errors(tiny):
+    bb, _ = tiny
+    t = _teacher(bb)
+    with pytest.raises(ValueError, match="at least two"):
+        gr.response_table(t, t, PROMPTS, [4.0])
+    same = lambda ps, w, seed: t(ps, 4.0, seed)  # noqa: E731
+    with pytest.raises(ValueError, match="no response to compare with"):
+        gr.response_table(t, same, PROMPTS, [2.0, 6.0])
