@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +77,25 @@ def tiny_teacher_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("teacher")
     write_tiny_model_dir(d, vae="pixel_unshuffle", block_out_channels=(16, 32))
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    """A tiny random teacher folder and the export of a freshly made student of it (random teacher weights;
+    the student's guidance embedding at its zero init, so it equals the teacher's conditional model)."""
+    from safetensors.torch import save_file
+
+    from t2vturbo.backbones import load_backbone, write_tiny_model_dir
+    from t2vturbo.sample import STUDENT_FILE, STUDENT_META
+
+    root = tmp_path_factory.mktemp("tiny_export")
+    teacher = write_tiny_model_dir(root / "teacher", vae="pixel_unshuffle", block_out_channels=(16, 32))
+    bb = load_backbone("unet3d", str(teacher))
+    net = bb.make_student()
+    export = root / "run" / "export"
+    export.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
+    meta = dict(family="unet3d", teacher_path=str(teacher), num_frames=4, height=16, width=16,
+                num_ddim_timesteps=50, sigma_data=0.5, timestep_scaling=10.0, w_range=[2.0, 6.0], step=0)
+    (export / STUDENT_META).write_text(json.dumps(meta))
+    return teacher, export

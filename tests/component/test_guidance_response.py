@@ -18,24 +18,12 @@ SIZE = dict(num_frames=4, height=16, width=16)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny random teacher and the export of a freshly made student of it (guidance embedding at zero)."""
-    from safetensors.torch import save_file
+def tiny(tiny_dirs):
+    """(teacher backbone, student export) of the shared tiny fixture (tests/conftest.py)."""
+    from t2vturbo.backbones import load_backbone
 
-    from t2vturbo.backbones import load_backbone, write_tiny_model_dir
-    from t2vturbo.sample import STUDENT_FILE, STUDENT_META
-
-    root = tmp_path_factory.mktemp("gr")
-    teacher = write_tiny_model_dir(root / "teacher", vae="pixel_unshuffle", block_out_channels=(16, 32))
-    bb = load_backbone("unet3d", str(teacher))
-    net = bb.make_student()
-    export = root / "export"
-    export.mkdir()
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
-    meta = dict(family="unet3d", teacher_path=str(teacher), **SIZE, num_ddim_timesteps=50, sigma_data=0.5,
-                timestep_scaling=10.0, w_range=[2.0, 6.0], step=0)
-    (export / STUDENT_META).write_text(json.dumps(meta))
-    return bb, export
+    teacher, export = tiny_dirs
+    return load_backbone("unet3d", str(teacher)), export
 
 
 def _teacher(bb, steps=2):

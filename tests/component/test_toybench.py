@@ -403,27 +403,6 @@ def _check_report(rep, steps, who, num_prompts):
     assert rep["score"] < 0.5
 
 
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    """A tiny random teacher folder and a student export built from it (random student)."""
-    from safetensors.torch import save_file
-
-    from t2vturbo.backbones import load_backbone, write_tiny_model_dir
-    from t2vturbo.sample import STUDENT_FILE, STUDENT_META
-
-    root = tmp_path_factory.mktemp("toybench")
-    teacher = write_tiny_model_dir(root / "teacher", vae="pixel_unshuffle", block_out_channels=(16, 32))
-    bb = load_backbone("unet3d", str(teacher))
-    net = bb.make_student()
-    export = root / "run" / "export"
-    export.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
-    meta = dict(family="unet3d", teacher_path=str(teacher), num_frames=4, height=16, width=16,
-                num_ddim_timesteps=50, sigma_data=0.5, timestep_scaling=10.0)
-    (export / STUDENT_META).write_text(json.dumps(meta))
-    return teacher, export
-
-
 def test_cli_teacher_smoke(tiny_dirs, tmp_path, capsys):
     teacher, _ = tiny_dirs
     out = tmp_path / "tb.json"
