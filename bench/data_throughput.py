@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     res["loader_samples_per_s"] = loader_rate(toy, 8, 32, 8, 24)
     run = out / "toy_run"
     subprocess.run(["rm", "-rf", str(run)], check=True)
-    r = subprocess.run([sys.executable, "-m", "t2vturbo.distill", "experiment=toy", f"model.path={Path(a.teacher).resolve()}",
+    r = subprocess.run([sys.executable, "-m", "t2vturbo.distill", "experiment=toy", "guidance=cfg",
+                        f"model.path={Path(a.teacher).resolve()}",
                         f"data.urls={toy[0]}", f"train.max_steps={a.steps}", "train.log_every=1", "train.eval_every=0",
                         "train.progress=false", "train.ckpt_every=0", f"output_dir={run}"],
                        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)

@@ -10,7 +10,8 @@ after the other and repeated ``--repeats`` times interleaved (no-MG, online-MG, 
 ...):
 
 * ``no_mg``: consistency distillation with CFG only (the teacher online);
-* ``online_mg``: ``guidance=motion``: the teacher online, DDIM inversion of the clip to the step and
+* ``online_mg``: ``guidance=motion guidance.inversion_stride=1`` (the reference's inversion at every grid
+  point; ``experiment=toy`` itself uses 10): the teacher online, DDIM inversion of the clip to the step and
   the motion score dE/dz_t by autograd inside every training step;
 * ``precomputed``: ``data=precomputed`` on shards that ``python -m t2vturbo.precompute
   guidance=motion`` wrote beforehand from the same clips (stage 1, timed separately): the trainer
@@ -145,7 +146,8 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
     pre = out / "pre"
     if pre.exists():
         subprocess.run(["rm", "-rf", str(pre)], check=True)
-    wall = run([py, "-m", "t2vturbo.precompute", "experiment=toy", "guidance=motion", *common, *data,
+    wall = run([py, "-m", "t2vturbo.precompute", "experiment=toy", "guidance=motion", "guidance.inversion_stride=1",
+                *common, *data,
                 "data.resampled=false", f"+precompute.out={pre}", "+precompute.dtype=fp32"],
                env, out / "logs" / "precompute.log")
     pre_shards = sorted(pre.glob("*.tar"))
@@ -154,9 +156,9 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
     print(f"precompute (stage 1, guidance=motion): {n_clips} clips in {wall:.1f} s", flush=True)
 
     mode_args = {
-        "no_mg": [*data],
-        "online_mg": ["guidance=motion", *data],
-        "precomputed": ["guidance=motion", "data=precomputed", f"data.urls={pre_shards[0]}",
+        "no_mg": ["guidance=cfg", *data],
+        "online_mg": ["guidance=motion", "guidance.inversion_stride=1", *data],
+        "precomputed": ["guidance=motion", "guidance.inversion_stride=1", "data=precomputed", f"data.urls={pre_shards[0]}",
                         f"data.num_samples={n_clips}"],
     }
     rounds = []
@@ -187,7 +189,7 @@ def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:
     """MG-off vs MG-on students: same seed, steps and data; ToyBench 4-step on both."""
     common = [f"model.path={teacher}", "train.progress=false", "train.eval_every=0", "train.log_every=10",
               f"train.max_steps={a.quality_steps}", "train.ckpt_every=0"]
-    runs = {"mg_off": [], "mg_on": ["guidance=motion", f"guidance.inversion_stride={a.inversion_stride}"]}
+    runs = {"mg_off": ["guidance=cfg"], "mg_on": ["guidance=motion", f"guidance.inversion_stride={a.inversion_stride}"]}
     q: dict = {"steps": a.quality_steps, "inversion_stride": a.inversion_stride, "prompts": a.prompts}
     for name, extra in runs.items():
         d = out / f"quality_{name}"

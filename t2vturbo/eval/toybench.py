@@ -59,6 +59,7 @@ _DEFAULTS = {
     "num_ddim_timesteps": 200,
     "sigma_data": 0.5,
     "timestep_scaling": 10.0,
+    "eta": 0.0,
 }
 
 
@@ -177,7 +178,7 @@ def run_toybench(
     num_frames: int | None = None,
     height: int | None = None,
     width: int | None = None,
-    eta: float = 0.0,
+    eta: float | None = None,
     num_ddim_timesteps: int | None = None,
     sigma_data: float | None = None,
     timestep_scaling: float | None = None,
@@ -229,7 +230,7 @@ def run_toybench(
                 video = sample_student(
                     bb, net, batch, steps=steps,
                     num_ddim_timesteps=int(opt("num_ddim_timesteps", num_ddim_timesteps)),
-                    guidance=guidance, eta=eta, num_frames=nf, height=h, width=w, seed=seed + b,
+                    guidance=guidance, eta=float(opt("eta", eta)), num_frames=nf, height=h, width=w, seed=seed + b,
                     sigma_data=float(opt("sigma_data", sigma_data)),
                     timestep_scaling=float(opt("timestep_scaling", timestep_scaling)),
                 )
@@ -243,6 +244,7 @@ def run_toybench(
     out["per_prompt"] = table
     out["score_ci95"] = list(bootstrap_ci([v["score"] for v in table.values()], seed=seed))
     out.update(
+        eta=float(opt("eta", eta)) if net is not None else None,
         steps=int(steps),
         seconds=time.perf_counter() - t0,
         sampling_seconds=sampling,
@@ -315,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--guidance", type=float, default=None,
                     help="w (LCM form: cond + w (cond - uncond)); default: the student's training-range middle "
                     f"(from its export), {DEFAULT_GUIDANCE} for a teacher")
-    ap.add_argument("--eta", type=float, default=0.0, help="motion-guidance strength embedding (student)")
+    ap.add_argument("--eta", type=float, default=None,
+                    help="motion-strength embedding of the student (default: its export's eta, 0 without one)")
     ap.add_argument("--num-prompts", type=int, default=len(held_out_prompts()),
                     help="first P prompts of a seeded shuffle of the 60 held-out prompts (default: all)")
     ap.add_argument("--samples-per-prompt", type=int, default=1)

@@ -309,6 +309,27 @@ def test_run_toybench_pipeline_with_a_perfect_sampler(monkeypatch):
     assert calls[0][2:] == (4, 16)
 
 
+def test_student_eta_comes_from_the_export_unless_given(monkeypatch):
+    """A motion-guided student is sampled at its export's eta (the strength it was trained with)."""
+    import t2vturbo.sample as sample_mod
+
+    etas = []
+
+    def fake_student(bb, net, prompts, steps=4, eta=0.0, seed=0, num_frames=8, height=32, width=32, **kw):
+        etas.append(eta)
+        vids = [gt_clip(p, seed, True, num_frames, height)[0] for p in prompts]
+        return torch.from_numpy(np.stack(vids)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+    monkeypatch.setattr(sample_mod, "sample_student", fake_student)
+    prompts = tb.select_prompts(2)
+    res = tb.run_toybench(object(), torch.nn.Identity(), steps=4, prompts=prompts, meta={"eta": 0.05})
+    assert etas == [0.05] and res["eta"] == 0.05 and res["who"] == "student"
+    res = tb.run_toybench(object(), torch.nn.Identity(), steps=4, prompts=prompts, meta={"eta": 0.05}, eta=0.0)
+    assert etas[-1] == 0.0 and res["eta"] == 0.0
+    tb.run_toybench(object(), torch.nn.Identity(), steps=4, prompts=prompts)  # no meta: the trainer's default, 0
+    assert etas[-1] == 0.0
+
+
 # --------------------------------------------------------------------------- uncertainty
 
 def _clip(prompt, c, s, d):

@@ -64,7 +64,8 @@ def metrics(out: Path) -> list[dict]:
 
 
 def base(teacher, out, steps):
-    return TINY + [f"model.path={teacher}", f"output_dir={out}", f"train.max_steps={steps}", "data=toy",
+    # guidance=cfg: these tests are about launching; experiment=toy's motion guidance is tested elsewhere
+    return TINY + [f"model.path={teacher}", f"output_dir={out}", f"train.max_steps={steps}", "data=toy", "guidance=cfg",
                    "train.micro_batch_size=2", "objective.target=student"]
 
 
