@@ -78,13 +78,11 @@ def response_table(sample: Sampler, reference: Sampler, prompts: Sequence[str], 
 
 def student_samplers(student: str, steps: int, reference_steps: int = 50) -> tuple[Sampler, Sampler, dict, torch.nn.Module]:
     """(student S-step sampler, teacher DDIM + CFG sampler, export meta, student) of a student export, on latents."""
-    from t2vturbo.sample import load_student, sample_student, sample_teacher
+    from t2vturbo.sample import export_sampling_kwargs, load_student, sample_student, sample_teacher
 
     bb, net, meta = load_student(student)
     net.eval()
-    size = dict(num_frames=int(meta["num_frames"]), height=int(meta["height"]), width=int(meta["width"]))
-    cm = dict(num_ddim_timesteps=int(meta["num_ddim_timesteps"]), sigma_data=float(meta["sigma_data"]),
-              timestep_scaling=float(meta["timestep_scaling"]), eta=float(meta.get("eta", 0.0)))
+    size, cm = export_sampling_kwargs(meta)
 
     def sample(ps, w, seed):
         return sample_student(bb, net, ps, steps=steps, guidance=w, seed=seed, decode=False, **size, **cm)

@@ -29,13 +29,11 @@ sys.path.insert(0, str(REPO))
 
 def ode_distances(student: str, num_prompts: int, steps: list[int], batch: int = 20) -> dict:
     from t2vturbo.eval.toybench import select_prompts
-    from t2vturbo.sample import load_student, sample_student, sample_teacher
+    from t2vturbo.sample import export_sampling_kwargs, load_student, sample_student, sample_teacher
 
     bb, net, meta = load_student(student)
     w = float(meta["guidance"])
-    size = dict(num_frames=int(meta["num_frames"]), height=int(meta["height"]), width=int(meta["width"]))
-    cm = dict(num_ddim_timesteps=int(meta["num_ddim_timesteps"]), sigma_data=float(meta["sigma_data"]),
-              timestep_scaling=float(meta["timestep_scaling"]), eta=float(meta.get("eta", 0.0)))
+    size, cm = export_sampling_kwargs(meta)
     prompts = select_prompts(num_prompts, 0)
     per: dict[str, list[float]] = {f"student_{s}": [] for s in steps} | {f"teacher_ddim_{s}": [] for s in steps}
     with torch.no_grad():

@@ -96,6 +96,16 @@ def find_latest_export(root="outputs") -> Path | None:
     return metas[-1].parent if metas else None
 
 
+def export_sampling_kwargs(meta: dict) -> tuple[dict, dict]:
+    """(clip size, consistency-sampler settings) of a student export's meta, as keyword arguments of
+    :func:`sample_teacher` / :func:`sample_student`: ``num_frames, height, width`` and
+    ``num_ddim_timesteps, sigma_data, timestep_scaling, eta``."""
+    size = dict(num_frames=int(meta["num_frames"]), height=int(meta["height"]), width=int(meta["width"]))
+    cm = dict(num_ddim_timesteps=int(meta["num_ddim_timesteps"]), sigma_data=float(meta["sigma_data"]),
+              timestep_scaling=float(meta["timestep_scaling"]), eta=float(meta.get("eta", 0.0)))
+    return size, cm
+
+
 def load_student(export_dir, device="cpu"):
     """(backbone, student, meta) from an export folder written by the trainer."""
     from .backbones import load_backbone
