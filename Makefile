@@ -13,15 +13,14 @@ TOY_TEACHER := $(TOY_TEACHER_DIR)/unet/config.json
 RETRAINED_TEACHER := artifacts/toy_teacher/unet/config.json
 TOY_SHARDS := artifacts/toy_shards/index.json
 TOYBENCH_PROMPTS ?= 60
-# ToyBench of `make distill`: the 4-step lines use TOYBENCH_SAMPLES samples per prompt; the student is compared
-# with the teacher's DDIM at the student's guidance (TOY_GUIDANCE; empty: the export's, the middle of its training
-# w range, 10 for experiment=toy) and at the teacher's own best few-step guidance (TOY_TEACHER_GUIDANCE; its
-# MANIFEST's reference scores are at w = 4).
+# The report at the end of `make distill` (python -m t2vturbo.eval.report, docs/EVALUATION.md): the 4-step ToyBench
+# lines use TOYBENCH_SAMPLES samples per prompt; the student is compared with the teacher's DDIM at the student's
+# guidance (TOY_GUIDANCE; empty: the export's, the middle of its training w range, 10 for experiment=toy) and at the
+# teacher's own best few-step guidance (TOY_TEACHER_GUIDANCE; its MANIFEST's reference scores are at w = 4).
 TOYBENCH_SAMPLES ?= 4
 TOY_GUIDANCE ?=
 TOY_TEACHER_GUIDANCE ?= 4
-TOY_STUDENT_META := outputs/toy/export/t2vturbo_student.json
-# prompts of the guidance-response check at the end of `make distill` (4 w values, teacher DDIM 50 at each)
+# prompts of the report's guidance-response check (4 w values, teacher DDIM 50 at each)
 GUIDANCE_RESPONSE_PROMPTS ?= 8
 # Cluster (docs/CLUSTER.md). LAUNCHER=slurm submits launch/distill.sbatch instead of running here; unset,
 # it is slurm when `make distill` finds sbatch and a controller that answers `scontrol ping`, else local.
@@ -40,7 +39,7 @@ LAUNCHER ?= $(shell command -v sbatch >/dev/null 2>&1 && timeout 10 scontrol pin
 endif
 LAUNCHER ?= local
 
-.PHONY: setup distill distill-status distill-cancel toy-teacher sample test test-slow test-all test-slurm lint bench clean
+.PHONY: setup distill distill-status distill-cancel toy-teacher sample test test-unit test-slow test-all test-slurm lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -63,25 +62,17 @@ distill: setup
 		$(foreach a,$(SBATCH_ARGS),'--sbatch=$(a)') $(if $(filter 1 yes true,$(WAIT)),--wait)) \
 		-- experiment=$(EXPERIMENT) $(ARGS)
 # Local run (no cluster): distil the shipped toy teacher into a 4-step student, reading the toy
-# world's webdataset shards (written first if missing). Ends with the ToyBench lines of the
-# teacher (DDIM 4 at the student's guidance and at its own, DDIM 50 at its own) and of the student
-# (4 steps), then the student minus each teacher line, paired over prompts with a 95 % bootstrap interval,
-# and how far the student's samples follow w compared with the teacher's (bench/guidance_response.py).
+# world's webdataset shards (written first if missing). Ends with the run's report (t2vturbo.eval.report,
+# also written to outputs/toy/report.json and report.md): the ToyBench lines of the teacher (DDIM 4 at the
+# student's guidance and at its own, DDIM 50 at its own) and of the student (4 steps), the student minus each
+# teacher line, paired over prompts with a 95 % bootstrap interval, and how far the student's samples follow
+# w compared with the teacher's (the guidance response).
 else ifeq ($(EXPERIMENT),toy)
 distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
 	$(PY) -m t2vturbo.distill experiment=toy model.path=$(TOY_TEACHER_DIR) $(ARGS)
-	w='$(TOY_GUIDANCE)'; w=$${w:-$$($(PY) -c "import json; print(json.load(open('$(TOY_STUDENT_META)'))['guidance'])")}; \
-	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 4 --guidance "$$w" \
-		--num-prompts $(TOYBENCH_PROMPTS) --samples-per-prompt $(TOYBENCH_SAMPLES) --json outputs/toy/toybench_teacher_4.json
-	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 4 --guidance $(TOY_TEACHER_GUIDANCE) \
-		--num-prompts $(TOYBENCH_PROMPTS) --samples-per-prompt $(TOYBENCH_SAMPLES) --json outputs/toy/toybench_teacher_4_best.json
-	$(PY) -m t2vturbo.eval.toybench --teacher --checkpoint $(TOY_TEACHER_DIR) --steps 50 --guidance $(TOY_TEACHER_GUIDANCE) \
-		--num-prompts $(TOYBENCH_PROMPTS) --json outputs/toy/toybench_teacher_50.json
-	$(PY) -m t2vturbo.eval.toybench --checkpoint outputs/toy --steps 4 $(if $(TOY_GUIDANCE),--guidance $(TOY_GUIDANCE)) --num-prompts $(TOYBENCH_PROMPTS) \
-		--samples-per-prompt $(TOYBENCH_SAMPLES) --json outputs/toy/toybench_student_4.json --baseline outputs/toy/toybench_teacher_4.json \
-		--baseline outputs/toy/toybench_teacher_4_best.json --baseline outputs/toy/toybench_teacher_50.json
-	$(PY) bench/guidance_response.py --student outputs/toy --prompts $(GUIDANCE_RESPONSE_PROMPTS) \
-		--json outputs/toy/guidance_response.json
+	$(PY) -m t2vturbo.eval.report outputs/toy --teacher $(TOY_TEACHER_DIR) --num-prompts $(TOYBENCH_PROMPTS) \
+		--samples-per-prompt $(TOYBENCH_SAMPLES) $(if $(TOY_GUIDANCE),--guidance $(TOY_GUIDANCE)) \
+		--teacher-guidance $(TOY_TEACHER_GUIDANCE) --guidance-response-prompts $(GUIDANCE_RESPONSE_PROMPTS)
 	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
 else
 distill: setup
@@ -115,6 +106,11 @@ sample: setup
 
 test: setup
 	$(PY) -m pytest -q -m "not slow" --timeout=900 tests
+
+# The fast unit tests alone (tests/unit: the math, the CD step, config and trainer parts; well under a minute
+# on 2 cores), for the edit-test loop; `make test` runs them too.
+test-unit: setup
+	$(PY) -m pytest -q -m "not slow" --timeout=120 tests/unit
 
 # The Slurm tests alone (also part of `make test`; they skip when slurm-wlm/munge are not installed).
 test-slurm: setup

@@ -148,7 +148,7 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
         subprocess.run(["rm", "-rf", str(pre)], check=True)
     wall = run([py, "-m", "t2vturbo.precompute", "experiment=toy", "guidance=motion", "guidance.inversion_stride=1",
                 *common, *data,
-                "data.resampled=false", f"+precompute.out={pre}", "+precompute.dtype=fp32"],
+                "data.resampled=false", f"precompute.out={pre}", "precompute.dtype=fp32"],
                env, out / "logs" / "precompute.log")
     pre_shards = sorted(pre.glob("*.tar"))
     res["precompute"] = {"clips": n_clips, "seconds": wall, "seconds_per_clip": wall / n_clips,

@@ -69,7 +69,7 @@ def drift(run_dir: str) -> list[dict]:
     ``checkpoints/latest``).  The data's own mean clip drifts ~14.5 px along the prompt's direction."""
     from omegaconf import OmegaConf
 
-    from t2vturbo.train.build import build_backbone
+    from t2vturbo.backbones import build_backbone
 
     run = Path(run_dir)
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")

@@ -6,7 +6,8 @@
 #
 # The overrides (experiment=..., key=value, ...) are checked here first (the same Hydra composition and
 # schema check as the job's, so a typo fails now rather than after the queue), the run's output_dir is
-# resolved from them, and the job's log goes to OUTPUT_DIR/slurm/<job name>-<job id>.out. Each
+# resolved from them, and the job's log goes to OUTPUT_DIR/slurm/<job name>-<job id>.out. The job
+# ends with the run's report (distill.sbatch), in the directory passed as T2V_REPORT_DIR. Each
 # override stays one argv entry all the way to the tasks. --gpus 0 asks for no GPUs (CPU tasks,
 # gloo). --wait polls the job until it ends (requeues included) and exits 0 only if it COMPLETED.
 set -euo pipefail
@@ -38,12 +39,14 @@ if [[ -z "$TASKS" || "$TASKS" -lt 1 ]]; then
 fi
 command -v sbatch >/dev/null || { echo "submit.sh: sbatch not found (run locally with LAUNCHER=local)" >&2; exit 2; }
 
-# output_dir and experiment_name of this run, exactly as the job will compose them.
+# output_dir, experiment_name and report dir (the export's folder if train.export_dir is set, else output_dir)
+# of this run, exactly as the job will compose them.
 mapfile -t resolved < <(cd "$REPO" && "$PY" - "$@" <<'PYEOF'
 import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from t2vturbo.config import ConfigError, validate
 
@@ -62,11 +65,13 @@ except Exception as e:  # Hydra's own override/compose errors
     sys.exit(f"config error: {type(e).__name__}: {e}")
 print(Path(cfg.output_dir).expanduser().absolute())
 print(cfg.experiment_name)
+print(Path(OmegaConf.select(cfg, "train.export_dir") or cfg.output_dir).expanduser().absolute())
 PYEOF
 )
-[[ ${#resolved[@]} -eq 2 ]] || exit 2
+[[ ${#resolved[@]} -eq 3 ]] || exit 2
 OUT="${resolved[0]}"
 NAME="t2vturbo-${resolved[1]}"
+REPORT_DIR="${resolved[2]}"
 mkdir -p "$OUT/slurm"
 
 args=(--parsable --chdir="$REPO" --job-name="$NAME" --output="$OUT/slurm/%x-%j.out"
@@ -77,7 +82,7 @@ args=(--parsable --chdir="$REPO" --job-name="$NAME" --output="$OUT/slurm/%x-%j.o
 [[ -n "$TIME" ]] && args+=(--time="$TIME")
 args+=(${EXTRA[@]+"${EXTRA[@]}"})
 
-jid="$(T2V_PYTHON="$PY" T2V_REPO="$REPO" sbatch "${args[@]}" "$REPO/launch/distill.sbatch" "$@")"
+jid="$(T2V_PYTHON="$PY" T2V_REPO="$REPO" T2V_REPORT_DIR="$REPORT_DIR" sbatch "${args[@]}" "$REPO/launch/distill.sbatch" "$@")"
 jid="${jid%%;*}"
 log="$OUT/slurm/$NAME-$jid.out"
 echo "submitted job $jid ($NAME: $NODES node(s) x $TASKS task(s))"

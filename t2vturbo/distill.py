@@ -108,7 +108,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
-    from .train.build import check_paths
+    from .backbones import check_paths
 
     try:
         check_paths(vcfg)

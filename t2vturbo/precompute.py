@@ -1,17 +1,13 @@
 """Stage 1 of the two-stage mode (T2V-Turbo-v2 as published): store the teacher's work per clip.
 
     python -m t2vturbo.precompute [experiment=...] data.urls='/data/clips-{000000..000099}.tar' \\
-        data.resampled=false +precompute.out=/data/pre [+precompute.dtype=fp16] \\
-        [+precompute.shard_size=N] [+precompute.shard_index=I +precompute.num_shard_lists=K] \\
-        [+precompute.batch_size=B] [guidance=motion guidance.reference=invert]
+        data.resampled=false precompute.out=/data/pre [precompute.dtype=fp16] \\
+        [precompute.shard_size=N] [precompute.shard_index=I precompute.num_shard_lists=K] \\
+        [precompute.batch_size=B] [guidance=motion guidance.reference=invert]
 
-Same Hydra config tree as ``t2vturbo.distill``; the ``precompute`` dict is taken out before
-``t2vturbo.config.validate``. Keys: ``out`` (required), ``dtype`` fp32|fp16|bf16 (storage of the
-float tensors, default fp16), ``shard_size`` (clips per output shard, default 0 = one output shard
-per source shard), ``shard_index`` / ``num_shard_lists`` (this process handles the contiguous chunk
-``shard_index`` of the source shard list cut into ``num_shard_lists`` chunks; one process per chunk,
-e.g. a Slurm array with ``+precompute.shard_index=$SLURM_ARRAY_TASK_ID``), ``batch_size`` (clips
-per teacher call, default 1), ``device`` (default cuda if available).
+Same Hydra config tree as ``t2vturbo.distill``; its ``precompute`` section (``out``, required here,
+``dtype``, ``shard_size``, ``shard_index`` / ``num_shard_lists``, ``batch_size``, ``device``) is
+documented in :class:`t2vturbo.config.PrecomputeConfig`.
 
 Per clip, the draws are those of online training at the clip's *position* = its index among all
 samples of the full source shard list (``objectives.draw(positions=[position])`` with the run seed):
@@ -43,44 +39,36 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tarfile
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from .backbones import build_backbone, check_paths
+from .config import ConfigError, validate
+from .diffusion import Parameterisation, solver_pair
+from .guidance import MotionGuidance
+from .train.objectives import ConsistencyDistillation
+from .train.teacher import STORED_MEMBER, OnlineTeacher
 
 log = logging.getLogger("t2vturbo.precompute")
 
-PRE = "pre"  # {key}.pre.safetensors (t2vturbo.train.precomputed.PRE_NAME)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DEFAULTS = {"out": None, "dtype": "fp16", "shard_size": 0, "shard_index": 0, "num_shard_lists": 1,
-            "batch_size": 1, "device": None}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # precompute.dtype
 
 
-def split_config(cfg) -> tuple[DictConfig, dict]:
-    """(validated root config, precompute settings) from a raw Hydra config."""
-    from .config import ConfigError, validate
-
-    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    raw.pop("hydra", None)
-    pre = dict(raw.pop("precompute", None) or {})
-    unknown = sorted(set(pre) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown precompute keys {unknown}; known: {sorted(DEFAULTS)}")
-    pre = {**DEFAULTS, **pre}
-    if not pre["out"]:
-        raise ConfigError("precompute.out is required (+precompute.out=DIR)")
-    if pre["dtype"] not in DTYPES:
-        raise ConfigError(f"precompute.dtype={pre['dtype']!r}: expected one of {sorted(DTYPES)}")
-    if not 0 <= int(pre["shard_index"]) < int(pre["num_shard_lists"]):
-        raise ConfigError(f"precompute.shard_index={pre['shard_index']} not in [0, num_shard_lists={pre['num_shard_lists']})")
-    vcfg = validate(raw)
+def split_config(cfg) -> tuple[DictConfig, DictConfig]:
+    """(validated root config, its ``precompute`` section) of a Hydra config or a plain dict."""
+    vcfg = validate(cfg)
+    if not vcfg.precompute.out:
+        raise ConfigError("precompute.out is required (precompute.out=DIR)")
     if vcfg.data.kind != "shards":
         raise ConfigError("precompute reads clip shards: set data=... with data.kind=shards and data.urls")
     if vcfg.objective.name != "consistency_distillation":
         raise ConfigError("precompute needs objective.name=consistency_distillation")
-    return vcfg, pre
+    return vcfg, vcfg.precompute
 
 
 def chunk_of(urls: list[str], index: int, num: int) -> tuple[int, int]:
@@ -125,10 +113,7 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
 class Precomputer:
     """Teacher, objective and (optional) motion guidance of one precompute process."""
 
-    def __init__(self, cfg, pre: dict):
-        from .train.build import build_backbone, check_paths
-        from .train.objectives import ConsistencyDistillation
-
+    def __init__(self, cfg, pre: DictConfig):
         check_paths(cfg)
         self.cfg, self.pre = cfg, pre
         dev = pre["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -136,43 +121,36 @@ class Precomputer:
         self.store_dtype = DTYPES[pre["dtype"]]
         self.bb = build_backbone(cfg.model, False, self.device, torch.float32)
         self.bb.eval()
-        self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed)
+        grid = Parameterisation.of(self.bb).grid(cfg.objective.num_ddim_timesteps)
+        mg = MotionGuidance.from_config(cfg.guidance, self.bb, grid, seed=cfg.seed) if cfg.guidance.motion else None
+        # the online objective's own draws, grid and teacher: stored clips equal online training's first epoch
+        self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed,
+                                                 OnlineTeacher(self.bb, cfg.objective.guidance_form, mg))
         self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
-        self.mg = None
-        if cfg.guidance.motion:
-            from .guidance import MotionGuidance
 
-            self.mg = MotionGuidance.from_config(cfg.guidance, self.bb, self.objective.grid, seed=cfg.seed)
+    @property
+    def mg(self):
+        return self.objective.motion_guidance
 
     @torch.no_grad()
     def compute(self, video: torch.Tensor, captions: list[str], positions: list[int],
                 use_motion_guide: list[bool] | None = None) -> list[dict[str, torch.Tensor]]:
-        """The stored tensors (float32, before the storage cast) of a batch of clips. The arithmetic
-        is that of ``ConsistencyDistillation.loss`` / ``teacher_step`` / ``MotionGuidance.__call__``."""
-        from .diffusion import add_noise, solver_pair
-        from .guidance.motion import motion_score
-
+        """The stored tensors (float32, before the storage cast) of a batch of clips: the online teacher's
+        outputs and motion score at the draws online training makes at these positions."""
         bb, obj = self.bb, self.objective
         z0 = bb.encode_video(video.to(self.device, torch.float32))
         cond = bb.encode_text(captions)
         uncond = bb.null_cond(len(captions))
         d = obj.draws(positions, self.latent_shape)
-        t_start, t_end = solver_pair(d.index, obj.grid, obj.cfg.skip)
-        t_start, t_end = t_start.to(self.device), t_end.to(self.device)
-        z_t = add_noise(bb.alphas_cumprod, z0.float(), d.noise.to(self.device), t_start)
-        out = bb.teacher(torch.cat([z_t, z_t]), torch.cat([t_start, t_start]), torch.cat([cond, uncond])).float()
-        out_c, out_u = out.chunk(2)
+        t_start, t_end = (x.to(self.device) for x in solver_pair(d.index, obj.grid, obj.cfg.skip))
+        z_t = obj.param.add_noise(z0.float(), d.noise.to(self.device), t_start)
+        out_c, out_u = obj.solver.outputs(z_t, t_start, cond, uncond)
         score = torch.zeros_like(z_t)
         guided = torch.zeros(len(positions), dtype=torch.bool)
         if self.mg is not None:
-            guided = self.mg.guided(t_start, use_motion_guide).cpu()
-            if bool(guided.any()):
-                idx = guided.nonzero().squeeze(1).to(self.device)
-                pos = [positions[i] for i in idx.tolist()]
-                ref = self.mg.reference_for(z0[idx], t_start[idx], cond[idx], pos)
-                s, _ = motion_score(bb.teacher, z_t[idx], t_start[idx], cond[idx], ref,
-                                    self.mg.energy_scale, self.mg.layer_scale)
-                score[idx] = s.float()
+            batch = {"latents": z0, "positions": positions, "use_motion_guide": use_motion_guide}
+            score, guided = self.mg.score(z_t, t_start, cond, batch)
+            score, guided = score.float(), guided.cpu()
         res = []
         for b in range(len(positions)):
             res.append({
@@ -206,7 +184,7 @@ def _write_part(path: Path, samples: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _precompute_shard(cfg, pre: dict, worker: Precomputer, url: str, out: Path, offset: int, summary: dict):
+def _precompute_shard(cfg, pre: DictConfig, worker: Precomputer, url: str, out: Path, offset: int, summary: dict):
     """One source shard -> its output parts. Returns (number of source samples, part paths)."""
     from .data.shards import ClipStream, _Skip
 
@@ -244,7 +222,7 @@ def _precompute_shard(cfg, pre: dict, worker: Precomputer, url: str, out: Path, 
             part.append({
                 "__key__": it["key"], "mp4": bytes(raw["mp4"]), "txt": it["caption"].encode("utf-8"),
                 "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
-                f"{PRE}.safetensors": _safetensors_bytes(worker.stored(r)),
+                f"{STORED_MEMBER}.safetensors": _safetensors_bytes(worker.stored(r)),
             })
         pending.clear()
 
@@ -295,7 +273,7 @@ def _precompute_shard(cfg, pre: dict, worker: Precomputer, url: str, out: Path, 
     return n_src, parts
 
 
-def precompute(cfg, pre: dict) -> dict:
+def precompute(cfg, pre: DictConfig) -> dict:
     """Run one chunk. Returns ``{"written": [...], "skipped": [...], "clips": N, "skips": {...}}``."""
     from .data.shards import expand_shard_urls
 
@@ -335,7 +313,11 @@ def read_pre(data: bytes) -> dict[str, torch.Tensor]:
 
 def _main(cfg) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    vcfg, pre = split_config(cfg)
+    try:
+        vcfg, pre = split_config(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
     s = precompute(vcfg, pre)
     log.info("precompute chunk %s: wrote %d shard(s) (%d clips), skipped %d finished; sample skips %s",
              s["chunk"], len(s["written"]), s["clips"], len(s["skipped"]), s["skips"])

@@ -1,23 +1,52 @@
-"""Teacher families behind one interface (:class:`VideoBackbone`)."""
+"""Teacher families behind one interface (:class:`VideoBackbone`), and the one registry of families."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
 
 from .base import GuidedDenoiser, VideoBackbone
 from .unet3d import UNet3DBackbone, check_model_dir, tiny_backbone, write_tiny_model_dir
+from .videocrafter2 import VideoCrafter2Backbone
+from .wan import WanBackbone
 
-__all__ = ["GuidedDenoiser", "UNet3DBackbone", "VideoBackbone", "check_model_dir", "tiny_backbone", "write_tiny_model_dir"]
+#: ``model.family`` -> backbone class (modelscope / zeroscope: the diffusers UNet3D layout)
+FAMILIES: dict[str, type[VideoBackbone]] = {
+    "unet3d": UNet3DBackbone,
+    "modelscope": UNet3DBackbone,
+    "zeroscope": UNet3DBackbone,
+    "videocrafter2": VideoCrafter2Backbone,
+    "wan": WanBackbone,
+}
+
+__all__ = ["FAMILIES", "GuidedDenoiser", "UNet3DBackbone", "VideoBackbone", "build_backbone", "check_model_dir",
+           "check_paths", "family_class", "load_backbone", "tiny_backbone", "write_tiny_model_dir"]
 
 
-def load_backbone(family: str, path: str, **kwargs) -> VideoBackbone:
-    """Build a backbone of the named family from a local folder."""
-    if family in ("unet3d", "modelscope", "zeroscope"):
-        return UNet3DBackbone.from_pretrained(path, **kwargs)
-    if family == "wan":
-        from .wan import WanBackbone
+def family_class(family: str) -> type[VideoBackbone]:
+    try:
+        return FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown backbone family {family!r}; available: unet3d (modelscope/zeroscope layout), "
+                         "wan, videocrafter2") from None
 
-        return WanBackbone.from_pretrained(path, **kwargs)
-    if family == "videocrafter2":
-        from .videocrafter2 import VideoCrafter2Backbone
 
-        return VideoCrafter2Backbone.from_pretrained(path, **kwargs)
-    raise ValueError(
-        f"unknown backbone family {family!r}; available: unet3d (modelscope/zeroscope layout), wan, videocrafter2"
-    )
+def check_paths(cfg) -> None:
+    """Fail before any heavy work if ``model.path`` is unusable (the message names the key and the path)."""
+    if cfg.model.path is None:
+        return
+    try:
+        family_class(cfg.model.family).check_path(cfg.model)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"model.path: {e}") from None
+
+
+def build_backbone(model_cfg, gradient_checkpointing: bool = False, device="cpu", dtype=torch.float32) -> VideoBackbone:
+    """The teacher of ``cfg.model`` on ``device``, networks in ``dtype`` (path null: a tiny random one)."""
+    return family_class(model_cfg.family).from_model_config(model_cfg, gradient_checkpointing, dtype).to(device)
+
+
+def load_backbone(family: str, path: str | Path, **kwargs) -> VideoBackbone:
+    """A backbone of the named family from a local folder."""
+    return family_class(family).from_pretrained(path, **kwargs)

@@ -106,6 +106,29 @@ class VideoBackbone(nn.Module, abc.ABC):
     def make_student(self) -> GuidedDenoiser:
         """A trainable copy of the teacher with w/eta embeddings (equal to the teacher at init)."""
 
+    @abc.abstractmethod
+    def trainable_teacher(self, clone: bool = False) -> nn.Module:
+        """The teacher denoiser made trainable, or with ``clone`` a trainable copy (the teacher stays frozen)."""
+
+    # ---- what the family registry and the student export ask of a family ---------------------------
+    @classmethod
+    def check_path(cls, model_cfg) -> None:
+        """Raise FileNotFoundError (naming the path and the expected layout) if ``model_cfg.path`` is unusable."""
+
+    @classmethod
+    def from_model_config(cls, model_cfg, gradient_checkpointing: bool = False, dtype=torch.float32):
+        """The backbone of ``cfg.model`` (its ``path``, or a tiny random one when ``path`` is null)."""
+        raise NotImplementedError
+
+    def export_kwargs(self, model_cfg) -> dict:
+        """Keyword arguments that ``from_pretrained(teacher_path, **kwargs)`` needs to rebuild this teacher
+        for a student export (beyond the path)."""
+        return {}
+
+    def diffusers_export_problem(self) -> str | None:
+        """None when a student of this family can be written as a plain diffusers pipeline, else why not."""
+        return f"no diffusers pipeline for {type(self).__name__} students"
+
     def null_cond(self, batch_size: int) -> torch.Tensor:
         """Embedding of the empty prompt, for classifier-free guidance."""
         return self.encode_text([""] * batch_size)

@@ -149,6 +149,38 @@ class UNet3DBackbone(VideoBackbone):
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
+    def check_path(cls, model_cfg) -> None:
+        check_model_dir(model_cfg.path)
+
+    @classmethod
+    def from_model_config(cls, model_cfg, gradient_checkpointing: bool = False, dtype=torch.float32):
+        """From ``cfg.model``: the diffusers-layout folder ``path``, or the tiny random config ``model.tiny``
+        when ``path`` is null. The networks are cast to ``dtype``; the schedule stays float32."""
+        if model_cfg.path is None:
+            t = model_cfg.tiny
+            bb = tiny_backbone(
+                seed=t.seed, vae=t.vae, pixel_factor=t.pixel_factor, latent_channels=t.latent_channels,
+                block_out_channels=tuple(t.block_out_channels), layers_per_block=t.layers_per_block,
+                attention_head_dim=t.attention_head_dim, text_dim=t.text_dim, prediction_type=t.prediction_type,
+                unet=t.unet, text_token_std=t.text_token_std, gradient_checkpointing=gradient_checkpointing,
+            )
+        else:
+            bb = cls.from_pretrained(Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing)
+            bb.model_dir = str(Path(model_cfg.path).resolve())
+        if dtype != torch.float32:
+            for m in (bb.teacher, bb.vae, bb.text_encoder):
+                m.to(dtype)
+        return bb
+
+    def diffusers_export_problem(self) -> str | None:
+        """None when the student can be written as a plain diffusers pipeline (a diffusers VAE), else why not."""
+        from diffusers import AutoencoderKL
+
+        if not isinstance(self.vae, AutoencoderKL):
+            return f"needs a diffusers AutoencoderKL VAE (have {type(self.vae).__name__})"
+        return None
+
+    @classmethod
     def from_pretrained(cls, path, gradient_checkpointing: bool = False, dtype=torch.float32):
         from transformers import AutoTokenizer, CLIPTextModel
 
@@ -228,13 +260,15 @@ class UNet3DBackbone(VideoBackbone):
             enable_block_checkpointing(unet)
         return GuidedDenoiser(UNet3DDenoiser(unet), unet.time_embedding, unet.time_embedding.linear_2.out_features)
 
-    def trainable_teacher(self) -> nn.Module:
-        """The teacher denoiser itself made trainable (plain diffusion training)."""
-        self.teacher.requires_grad_(True)
-        self.teacher.train()
+    def trainable_teacher(self, clone: bool = False) -> nn.Module:
+        """The teacher denoiser itself made trainable (plain diffusion training), or with ``clone`` a
+        trainable copy of it (reward fine-tuning of the teacher: ``self.teacher`` stays frozen)."""
+        teacher = copy.deepcopy(self.teacher) if clone else self.teacher
+        teacher.requires_grad_(True)
+        teacher.train()
         if self.gradient_checkpointing:
-            enable_block_checkpointing(self.teacher.unet)
-        return self.teacher
+            enable_block_checkpointing(teacher.unet)
+        return teacher
 
 
 # ---------------------------------------------------------------------------------------------

@@ -253,9 +253,24 @@ class VideoCrafter2Backbone(VideoBackbone):
         return bb
 
     @classmethod
+    def check_path(cls, model_cfg) -> None:
+        resolve_paths(model_cfg.path, getattr(model_cfg, "tokenizer_path", None))
+
+    def export_kwargs(self, model_cfg) -> dict:
+        return {"fps": int(model_cfg.fps), "tokenizer_path": model_cfg.tokenizer_path}
+
+    @classmethod
     def from_model_config(cls, model_cfg, gradient_checkpointing: bool = False, dtype=torch.float32):
         """From ``cfg.model``: ``path`` (+ ``tokenizer_path``, ``fps``), or a tiny random model when
-        ``path`` is null (sizes from ``model.tiny``)."""
+        ``path`` is null (sizes from ``model.tiny``). The networks are cast to ``dtype``."""
+        bb = cls._from_model_config(model_cfg, gradient_checkpointing, dtype)
+        if dtype != torch.float32:  # the networks only: the schedule stays float32
+            for m in (bb.teacher, bb.vae, bb.text_encoder):
+                m.to(dtype)
+        return bb
+
+    @classmethod
+    def _from_model_config(cls, model_cfg, gradient_checkpointing: bool = False, dtype=torch.float32):
         fps = int(getattr(model_cfg, "fps", DEFAULT_FPS))
         if model_cfg.path is None:
             t = model_cfg.tiny
@@ -369,11 +384,12 @@ class VideoCrafter2Backbone(VideoBackbone):
         unet.gradient_checkpointing = self.gradient_checkpointing
         return GuidedDenoiser(VideoCrafter2Denoiser(unet, self.fps), unet.time_embed, unet.time_embed_dim)
 
-    def trainable_teacher(self) -> nn.Module:
-        self.teacher.requires_grad_(True)
-        self.teacher.train()
-        self.teacher.unet.gradient_checkpointing = self.gradient_checkpointing
-        return self.teacher
+    def trainable_teacher(self, clone: bool = False) -> nn.Module:
+        teacher = copy.deepcopy(self.teacher) if clone else self.teacher
+        teacher.requires_grad_(True)
+        teacher.train()
+        teacher.unet.gradient_checkpointing = self.gradient_checkpointing
+        return teacher
 
 
 # ---------------------------------------------------------------------------------------------

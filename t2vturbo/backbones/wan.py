@@ -149,6 +149,23 @@ class WanBackbone(VideoBackbone):
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
+    def check_path(cls, model_cfg) -> None:
+        check_wan_dir(model_cfg.path)
+
+    @classmethod
+    def from_model_config(cls, model_cfg, gradient_checkpointing: bool = False, dtype=torch.float32):
+        """From ``cfg.model``: a diffusers-layout Wan2.1 folder ``path`` (transformer and text encoder loaded in
+        ``dtype``, the VAE in float32 as diffusers advises), or a tiny random one when ``path`` is null."""
+        if model_cfg.path is None:
+            bb = tiny_wan_backbone(seed=model_cfg.tiny.seed, gradient_checkpointing=gradient_checkpointing)
+            bb.teacher.to(dtype)
+            bb.text_encoder.to(dtype)
+            return bb
+        bb = cls.from_pretrained(Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing, dtype=dtype)
+        bb.model_dir = str(Path(model_cfg.path).resolve())
+        return bb
+
+    @classmethod
     def from_pretrained(cls, path, gradient_checkpointing: bool = False, dtype=torch.float32,
                         vae_dtype=torch.float32):
         """Load a diffusers-layout folder; transformer and text encoder in ``dtype`` (loaded directly in it:
@@ -260,9 +277,9 @@ class WanBackbone(VideoBackbone):
         te = tr.condition_embedder.time_embedder
         return GuidedDenoiser(WanDenoiser(tr), te, te.linear_2.out_features)
 
-    def trainable_teacher(self) -> nn.Module:
-        raise NotImplementedError("objective=diffusion (training the teacher) is not implemented for model.family=wan; "
-                                  "use objective=consistency_distillation")
+    def trainable_teacher(self, clone: bool = False) -> nn.Module:
+        raise NotImplementedError("training the teacher (objective=diffusion, reward_finetune on the teacher) is not implemented for "
+                                  "model.family=wan; use objective=consistency_distillation")
 
 
 # ---------------------------------------------------------------------------------------------

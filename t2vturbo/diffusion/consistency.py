@@ -1,4 +1,5 @@
-"""Consistency-model parameterisation, losses, CFG, scalar embeddings and the multistep sampler.
+"""Consistency-model parameterisation, losses, CFG, scalar embeddings and the sampling timesteps
+(the multistep sampler itself is :func:`t2vturbo.diffusion.samplers.multistep_consistency_sample`).
 
 Boundary form (LCM, diffusers LCMScheduler with timestep_scaling s = 10, sigma_data = 0.5):
     c_skip(t) = sigma_d^2 / ((s t)^2 + sigma_d^2),   c_out(t) = s t / sqrt((s t)^2 + sigma_d^2)
@@ -14,12 +15,10 @@ conditional prediction; ``guidance_form="imagen"`` selects the other convention.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-from .schedules import alpha_sigma, to_x0_eps
-from .solvers import grad_window
+from .solvers import ddim_grid, sampling_points
 
 
 def scalings_for_boundary_conditions(t, sigma_data: float = 0.5, timestep_scaling: float = 10.0):
@@ -90,57 +89,4 @@ def scalar_embedding(value: torch.Tensor, dim: int = 256, scale: float = 1000.0)
 def lcm_sampling_timesteps(num_steps: int, num_ddim_timesteps: int = 200, num_train_timesteps: int = 1000):
     """Multistep consistency timesteps: evenly spaced on the N-grid, starting from the last
     grid point (N=200, S=4 -> 999, 749, 499, 249)."""
-    if not 1 <= num_steps <= num_ddim_timesteps:
-        raise ValueError(f"steps must be in [1, {num_ddim_timesteps}], got {num_steps}")
-    if num_train_timesteps % num_ddim_timesteps:
-        raise ValueError(f"num_ddim_timesteps={num_ddim_timesteps} must divide num_train_timesteps={num_train_timesteps}")
-    step = num_train_timesteps // num_ddim_timesteps
-    grid = torch.arange(1, num_ddim_timesteps + 1, dtype=torch.long) * step - 1  # ascending
-    stride = num_ddim_timesteps // num_steps
-    idx = num_ddim_timesteps - 1 - torch.arange(num_steps) * stride
-    return grid[idx]
-
-
-def consistency_sample(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    shape,
-    timesteps: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    prediction_type: str,
-    generator: torch.Generator | None = None,
-    device="cpu",
-    dtype=torch.float32,
-    sigma_data: float = 0.5,
-    timestep_scaling: float = 10.0,
-    noise: torch.Tensor | None = None,
-    grad_last: int | None = None,
-    renoise: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Multistep consistency sampling (LCM): at each t, x0 = f(z_t, t) by the boundary form,
-    then re-noise to the next timestep with fresh noise; returns the final x0.
-
-    ``model(z_t, t) -> model output`` of ``prediction_type`` (guidance enters as an embedding).
-    ``grad_last=K`` runs all but the last K steps under ``torch.no_grad()`` (truncated
-    backpropagation through the sampling chain, VADER); None leaves autograd as it is.
-    ``renoise`` [B, K-1, ...]: the re-noising noise of each step (instead of the generator's).
-    """
-    gen_dev = generator.device if generator is not None else torch.device(device)
-
-    def randn(shp):  # drawn on the generator's device, then moved: same numbers on CPU and GPU
-        return torch.randn(shp, generator=generator, device=gen_dev, dtype=dtype).to(device)
-
-    z = noise.to(device, dtype) if noise is not None else randn(shape)
-    ts = [int(t) for t in timesteps]
-    x0 = z
-    for i, t in enumerate(ts):
-        with grad_window(i, len(ts), grad_last):
-            tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-            out = model(z, tt)
-            x0_pred, _ = to_x0_eps(out, z, tt, alphas_cumprod, prediction_type)
-            x0 = boundary_form(z, x0_pred, tt, sigma_data, timestep_scaling)
-            if i + 1 < len(ts):
-                nxt = torch.full_like(tt, ts[i + 1])
-                a, s = alpha_sigma(alphas_cumprod, nxt, x0)
-                eps = renoise[:, i].to(device, dtype) if renoise is not None else randn(x0.shape)
-                z = a * x0 + s * eps
-    return x0
+    return sampling_points(num_steps, ddim_grid(num_ddim_timesteps, num_train_timesteps))

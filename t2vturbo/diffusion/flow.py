@@ -24,7 +24,7 @@ which is exactly the DDIM step of this parameterisation, (1 - sigma_to) x0 + sig
 Classifier-free guidance acts on the velocity in the same form as on eps models (``apply_cfg``): the LCM
 form v_hat = v_c + w (v_c - v_u) (configs), equal to the Imagen / diffusers-pipeline form
 v_u + w' (v_c - v_u) with w' = w + 1. Because x0 and eps are affine in v with unit weight on z, guiding v
-is identical to guiding x0 and eps (the eps-model objective's ``cfg_x0_eps``) in the same form.
+is identical to guiding x0 and eps (what ``t2vturbo.train.teacher.augmented_teacher_step`` does) in the same form.
 
 Consistency boundary form in sigma: the LCM scalings of ``consistency.py`` at the timestep t = sigma T,
     c_skip(sigma) = sigma_d^2 / ((s T sigma)^2 + sigma_d^2),  c_out(sigma) = s T sigma / sqrt((s T sigma)^2 + sigma_d^2)
@@ -35,13 +35,11 @@ are the same numbers as for the eps-model students.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from .consistency import scalings_for_boundary_conditions
 from .schedules import _bcast
-from .solvers import grad_window
+from .solvers import sampling_points
 
 
 def time_shift(s, shift: float):
@@ -74,11 +72,7 @@ def flow_sampling_sigmas(num_steps: int, shift: float = 1.0, num_train_timesteps
 def flow_lcm_sigmas(num_steps: int, grid: torch.Tensor) -> torch.Tensor:
     """Multistep consistency sigmas: ``num_steps`` points evenly spaced on the ascending ``grid`` (N points),
     starting from its top (N = 200, S = 4 -> grid indices 199, 149, 99, 49), like ``lcm_sampling_timesteps``."""
-    n = len(grid)
-    if not 1 <= num_steps <= n:
-        raise ValueError(f"steps must be in [1, {n}], got {num_steps}")
-    idx = n - 1 - torch.arange(num_steps) * (n // num_steps)
-    return grid[idx]
+    return sampling_points(num_steps, grid)
 
 
 def add_noise_flow(x0: torch.Tensor, eps: torch.Tensor, sigma) -> torch.Tensor:
@@ -114,63 +108,3 @@ def flow_boundary_form(z: torch.Tensor, x0_pred: torch.Tensor, sigma, sigma_data
     """``f = c_skip(sigma) z + c_out(sigma) x0_pred`` broadcast over [B, ...]; ``f(z, 0) = z``."""
     c_skip, c_out = flow_boundary_scalings(sigma, sigma_data, timestep_scaling, num_train_timesteps)
     return _bcast(c_skip, z) * z + _bcast(c_out, z) * x0_pred
-
-
-def flow_euler_sample(
-    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    z: torch.Tensor,
-    sigmas: torch.Tensor,
-    grad_last: int | None = None,
-) -> torch.Tensor:
-    """Euler sampling of the teacher's ODE over descending ``sigmas`` (terminal 0 included, as
-    :func:`flow_sampling_sigmas`); ``velocity(z, sigma [B]) -> v``. The last step (to sigma = 0) returns
-    ``z - sigma v = x0``. ``grad_last=K``: all but the last K steps under ``torch.no_grad()``."""
-    sig = [float(s) for s in sigmas]
-    n = len(sig) - 1
-    for i in range(n):
-        with grad_window(i, n, grad_last):
-            s = torch.full((z.shape[0],), sig[i], dtype=torch.float32, device=z.device)
-            v = velocity(z, s)
-            z = flow_euler_step(z, v, sig[i], sig[i + 1])
-    return z
-
-
-def flow_consistency_sample(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    shape,
-    sigmas: torch.Tensor,
-    generator: torch.Generator | None = None,
-    device="cpu",
-    dtype=torch.float32,
-    sigma_data: float = 0.5,
-    timestep_scaling: float = 10.0,
-    num_train_timesteps: int = 1000,
-    noise: torch.Tensor | None = None,
-    grad_last: int | None = None,
-    renoise: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Multistep consistency sampling in the flow parameterisation: at each sigma (descending),
-    ``x0 = f(z, sigma) = c_skip z + c_out (z - sigma v)``, then re-noise to the next sigma with fresh noise,
-    ``z = (1 - sigma_next) x0 + sigma_next eps``; returns the last x0.
-
-    ``model(z, sigma [B]) -> velocity`` (guidance enters as an embedding). ``grad_last`` and ``renoise``
-    [B, K-1, ...] as in :func:`~t2vturbo.diffusion.consistency_sample`.
-    """
-    gen_dev = generator.device if generator is not None else torch.device(device)
-
-    def randn(shp):  # drawn on the generator's device, then moved: same numbers on CPU and GPU
-        return torch.randn(shp, generator=generator, device=gen_dev, dtype=dtype).to(device)
-
-    z = noise.to(device, dtype) if noise is not None else randn(shape)
-    sig = [float(s) for s in sigmas]
-    x0 = z
-    for i, s in enumerate(sig):
-        with grad_window(i, len(sig), grad_last):
-            ss = torch.full((z.shape[0],), s, dtype=torch.float32, device=z.device)
-            v = model(z, ss)
-            x0_pred, _ = flow_x0_eps(v, z, ss)
-            x0 = flow_boundary_form(z, x0_pred, ss, sigma_data, timestep_scaling, num_train_timesteps)
-            if i + 1 < len(sig):
-                eps = renoise[:, i].to(device, dtype) if renoise is not None else randn(x0.shape)
-                z = add_noise_flow(x0, eps, sig[i + 1])
-    return x0

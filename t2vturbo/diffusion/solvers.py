@@ -10,7 +10,7 @@ Inversion is the same map from a *less* noisy t to a noisier s.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 
 import torch
 
@@ -25,6 +25,15 @@ def ddim_grid(num_ddim_timesteps: int, num_train_timesteps: int = 1000) -> torch
         )
     step = num_train_timesteps // num_ddim_timesteps
     return (torch.arange(1, num_ddim_timesteps + 1, dtype=torch.long) * step) - 1
+
+
+def sampling_points(num_steps: int, grid: torch.Tensor) -> torch.Tensor:
+    """``num_steps`` points of an ascending N-point solver ``grid``, evenly spaced from its top (descending):
+    indices ``N - 1 - i * (N // S)`` (N = 200, S = 4 -> 199, 149, 99, 49; on the DDIM grid 999, 749, 499, 249)."""
+    n = len(grid)
+    if not 1 <= num_steps <= n:
+        raise ValueError(f"steps must be in [1, {n}], got {num_steps}")
+    return grid[n - 1 - torch.arange(num_steps) * (n // num_steps)]
 
 
 def solver_pair(index: torch.Tensor, grid: torch.Tensor, skip: int = 1):
@@ -57,35 +66,8 @@ def ddim_inversion_step(z_t, eps, t_from, t_to, alphas_cumprod):
     return ddim_step(x0, eps, t_to, alphas_cumprod)
 
 
-def ddim_sample(
-    denoise: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    z_T: torch.Tensor,
-    timesteps: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    grad_last: int | None = None,
-) -> torch.Tensor:
-    """Plain DDIM sampling over descending ``timesteps``; ``denoise(z, t) -> (x0, eps)``.
-
-    The last step maps to x0 (the clean sample) directly. ``grad_last=K`` runs all but the last
-    K steps under ``torch.no_grad()`` (truncated backpropagation, VADER); None: no change.
-    """
-    z = z_T
-    ts = [int(t) for t in timesteps]
-    for i, t in enumerate(ts):
-        with grad_window(i, len(ts), grad_last):
-            tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-            x0, eps = denoise(z, tt)
-            if i + 1 < len(ts):
-                z = ddim_step(x0, eps, torch.full_like(tt, ts[i + 1]), alphas_cumprod)
-            else:
-                z = x0
-    return z
-
-
 def grad_window(i: int, n: int, grad_last: int | None):
     """no_grad for step ``i`` of ``n`` unless it is one of the last ``grad_last`` (None: unchanged)."""
-    import contextlib
-
     if grad_last is None or i >= n - int(grad_last):
         return contextlib.nullcontext()
     return torch.no_grad()

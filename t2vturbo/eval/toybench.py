@@ -23,7 +23,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,18 @@ __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "DEFAULT_GUIDANCE",
     "bootstrap_ci",
+    "compare_with",
     "format_comparison",
+    "find_meta",
     "format_summary",
+    "load_model",
     "main",
     "paired_difference",
     "per_prompt_scores",
     "run_toybench",
     "select_prompts",
+    "student_guidance",
+    "verdict",
 ]
 
 DEFAULT_GUIDANCE = 7.5
@@ -129,19 +134,36 @@ def paired_difference(
     return out
 
 
+def verdict(ci95: Sequence[float]) -> str:
+    """``above`` / ``below`` when a difference's interval excludes 0 on that side, else ``not separable``."""
+    lo, hi = ci95
+    return "above" if lo > 0 else "below" if hi < 0 else "not separable"
+
+
 def format_comparison(res: dict[str, Any], base: dict[str, Any], cmp: dict[str, Any], name: str = "") -> str:
     """One line: ``ToyBench student steps=4 vs teacher steps=4 (NAME): score +0.012 [95% CI ...] ...``."""
     s = cmp["score"]
     accs = " ".join(f"{k.removesuffix('_acc').replace('color', 'colour')} {cmp[k]['diff']:+.3f}"
                     for k in ACCURACY_KEYS[1:])
     lo, hi = s["ci95"]
-    verdict = "above" if lo > 0 else "below" if hi < 0 else "not separable"
     where = f" ({name})" if name else ""
     return (
         f"ToyBench {res.get('who', '?')} steps={res['steps']} vs {base.get('who', '?')} steps={base.get('steps', '?')}"
-        f"{where}: score {s['diff']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}] ({verdict}); {accs}; "
+        f"{where}: score {s['diff']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}] ({verdict(s['ci95'])}); {accs}; "
         f"{cmp['num_prompts']} shared prompts"
     )
+
+
+def compare_with(res: dict[str, Any], baselines: dict[str, dict[str, Any]], *, seed: int = 0,
+                 echo: Callable[[str], Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``{name: paired_difference(res, baseline)}`` for each named baseline report, each passed to ``echo`` as its
+    :func:`format_comparison` line."""
+    out = {}
+    for name, base in baselines.items():
+        out[name] = paired_difference(res, base, seed=seed)
+        if echo is not None:
+            echo(format_comparison(res, base, out[name], name))
+    return out
 
 
 @contextlib.contextmanager
@@ -262,10 +284,11 @@ def run_toybench(
     return out
 
 
-def format_summary(res: dict[str, Any]) -> str:
-    """One line: ``ToyBench student steps=4 score=0.912 color=1.000 ... seconds=12.3``."""
+def format_summary(res: dict[str, Any], name: str = "") -> str:
+    """One line: ``ToyBench student steps=4 (NAME) score=0.912 color=1.000 ... seconds=12.3``."""
+    where = f" ({name})" if name else ""
     return (
-        f"ToyBench {res.get('who', '?')} steps={res['steps']} score={res['score']:.3f} "
+        f"ToyBench {res.get('who', '?')} steps={res['steps']}{where} score={res['score']:.3f} "
         f"color={res['color_acc']:.3f} shape={res['shape_acc']:.3f} direction={res['direction_acc']:.3f} "
         f"dynamic={res['dynamic_degree']:.2f} flicker={res['flicker']:.3f} "
         f"background={res['background_clean']:.3f} seconds={res['seconds']:.1f}"
@@ -273,7 +296,8 @@ def format_summary(res: dict[str, Any]) -> str:
     )
 
 
-def _find_meta(d: Path) -> Path | None:
+def find_meta(d: Path) -> Path | None:
+    """The t2vturbo_student.json of a student export ``d`` or of a run dir holding ``d/export``; None if neither."""
     from ..sample import STUDENT_META
 
     for cand in (d / STUDENT_META, d / "export" / STUDENT_META):
@@ -282,29 +306,36 @@ def _find_meta(d: Path) -> Path | None:
     return None
 
 
-def _load(args) -> tuple[Any, Any, dict[str, Any], Path]:
-    """(bb, net or None, meta, checkpoint path) for the CLI."""
+def student_guidance(meta: dict[str, Any] | None) -> float:
+    """The w a student is sampled at unless told otherwise: its export's (the middle of its training range)."""
+    return float((meta or {}).get("guidance", DEFAULT_GUIDANCE))
+
+
+def load_model(checkpoint: str | Path | None, teacher: bool = False,
+               device: str | torch.device = "cpu") -> tuple[Any, Any, dict[str, Any], Path]:
+    """(bb, net or None, meta, checkpoint path): the student export ``checkpoint`` (or a run's output dir; default:
+    the newest export under outputs/), or with ``teacher`` a teacher folder or the teacher of an export."""
     from ..backbones import load_backbone
     from ..sample import find_latest_export, load_student
 
-    ckpt = Path(args.checkpoint) if args.checkpoint else find_latest_export()
+    ckpt = Path(checkpoint) if checkpoint else find_latest_export()
     if ckpt is None:
         raise FileNotFoundError(
             "no distilled student found under outputs/: run `make distill` (or pass --checkpoint DIR)"
         )
-    if not args.teacher:
-        bb, net, meta = load_student(ckpt, args.device)
+    if not teacher:
+        bb, net, meta = load_student(ckpt, device)
         return bb, net, meta, ckpt
     if (ckpt / "unet" / "config.json").exists():  # a teacher folder itself
-        return load_backbone("unet3d", str(ckpt)).to(args.device), None, {}, ckpt
-    meta_f = _find_meta(ckpt)
+        return load_backbone("unet3d", str(ckpt)).to(device), None, {}, ckpt
+    meta_f = find_meta(ckpt)
     if meta_f is None:
         raise FileNotFoundError(
             f"{str(ckpt)!r} is neither a teacher folder (unet/config.json) nor a student export "
             "(t2vturbo_student.json)"
         )
     meta = json.loads(meta_f.read_text())
-    bb = load_backbone(meta.get("family", "unet3d"), meta["teacher_path"]).to(args.device)
+    bb = load_backbone(meta.get("family", "unet3d"), meta["teacher_path"]).to(device)
     return bb, None, meta, ckpt
 
 
@@ -340,11 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     try:
-        bb, net, meta, ckpt = _load(args)
+        bb, net, meta, ckpt = load_model(args.checkpoint, args.teacher, args.device)
     except FileNotFoundError as e:
         print(str(e).strip("'\""), file=sys.stderr)
         return 2
-    baselines = []
+    baselines = {}
     for f in args.baseline:
         try:
             base = json.loads(Path(f).read_text())
@@ -359,11 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"the baseline report {f} shares no prompt with this run: use the same --num-prompts and --seed",
                   file=sys.stderr)
             return 2
-        baselines.append((f, base))
+        baselines[str(f)] = base
     who = "teacher" if args.teacher else "student"
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[who]
     if args.guidance is None:
-        args.guidance = float((meta or {}).get("guidance", DEFAULT_GUIDANCE)) if not args.teacher else DEFAULT_GUIDANCE
+        args.guidance = student_guidance(meta) if not args.teacher else DEFAULT_GUIDANCE
     res = run_toybench(
         bb, net, steps=steps, guidance=args.guidance, prompts=prompts,
         samples_per_prompt=args.samples_per_prompt, seed=args.seed, batch_size=args.batch_size, meta=meta,
@@ -372,11 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["checkpoint"] = str(ckpt)
     print(format_summary(res), flush=True)
     if baselines:
-        res["baselines"] = {}
-        for f, base in baselines:
-            cmp = paired_difference(res, base, seed=args.seed)
-            res["baselines"][str(f)] = cmp
-            print(format_comparison(res, base, cmp, str(f)), flush=True)
+        res["baselines"] = compare_with(res, baselines, seed=args.seed, echo=lambda line: print(line, flush=True))
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

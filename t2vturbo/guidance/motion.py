@@ -287,7 +287,8 @@ def _noise_generator(seed: int, position: int) -> torch.Generator:
 
 
 class MotionGuidance:
-    """``mg(z_t, t, cond, eps_hat, batch) -> eps_hat`` for ``ConsistencyDistillation.motion_guidance``.
+    """Motion guidance of the online teacher: ``mg.score(z_t, t, cond, batch) -> (score, guided)`` (used by
+    :class:`t2vturbo.train.teacher.OnlineTeacher`) and ``mg(z_t, t, cond, eps_hat, batch) -> eps_hat``.
 
     Per sample with grid index n (t = grid[n]) and n >= (1 - tau) * N:
         eps_hat <- eps_hat - lam * sqrt(1 - sqrt(alpha_bar_t)) * dE/dz_t
@@ -395,12 +396,15 @@ class MotionGuidance:
         )
 
     # ---- hook ---------------------------------------------------------------------------------
-    def __call__(self, z_t, t, cond, eps_hat, batch=None):
+    def score(self, z_t, t, cond, batch=None):
+        """``(score [B, ...], guided [B] bool)``: dE/dz_t of the guided samples (zeros elsewhere, and no
+        teacher pass spent on them). ``batch["latents"]``: the clips' clean latents z0 (the references);
+        ``batch["positions"]`` / ``batch["use_motion_guide"]`` as in the training batch. Sets ``stats``."""
         guided = self.guided(t, (batch or {}).get("use_motion_guide"))
         b = z_t.shape[0]
         if not bool(guided.any()):
             self.stats = {"mg_fraction": 0.0, "mg_score_abs": 0.0, "mg_energy": 0.0}
-            return eps_hat
+            return torch.zeros(z_t.shape, dtype=torch.float32, device=z_t.device), guided.to(z_t.device)
         if batch is None or batch.get("latents") is None:
             raise ValueError(
                 "motion guidance needs the clips' clean latents: pass batch['latents'] = z0 to the teacher "
@@ -412,11 +416,22 @@ class MotionGuidance:
         pos = [positions[i] for i in idx.tolist()] if positions is not None else None
         t = torch.as_tensor(t).to(z_t.device)
         ref = self.reference_for(z0, t[idx], cond[idx], pos)
-        score, energy = motion_score(self.teacher, z_t[idx], t[idx], cond[idx], ref, self.energy_scale, self.layer_scale)
-        out = apply_motion_score(eps_hat, score, t, idx, self.lam, self.bb.alphas_cumprod)
+        s, energy = motion_score(self.teacher, z_t[idx], t[idx], cond[idx], ref, self.energy_scale, self.layer_scale)
+        score = torch.zeros(z_t.shape, dtype=_wide(s).dtype, device=z_t.device)
+        score[idx] = _wide(s)
         self.stats = {
             "mg_fraction": float(len(idx)) / b,
-            "mg_score_abs": float(score.abs().mean()),
+            "mg_score_abs": float(s.abs().mean()),
             "mg_energy": float(energy.mean()),
         }
-        return out
+        return score, guided.to(z_t.device)
+
+    def __call__(self, z_t, t, cond, eps_hat, batch=None):
+        """``eps_hat`` with the guided samples' ``- lam sqrt(1 - sqrt(ab_t)) score`` applied (the others bit
+        for bit unchanged)."""
+        score, guided = self.score(z_t, t, cond, batch)
+        if not bool(guided.any()):
+            return eps_hat
+        idx = guided.nonzero().squeeze(1)
+        return apply_motion_score(eps_hat, score[idx], torch.as_tensor(t).to(z_t.device), idx, self.lam,
+                                  self.bb.alphas_cumprod)

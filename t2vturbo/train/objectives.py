@@ -1,127 +1,184 @@
-"""Training objectives. The whole consistency-distillation step (T2V-Turbo-v2, Alg. 1) is
-:meth:`ConsistencyDistillation.loss`; plain diffusion training (used to train toy teachers) is
-:class:`DiffusionTraining`.
+"""Training objectives behind one protocol, and their registry.
 
-Randomness is drawn *per sample* from a generator seeded by ``(seed, global sample position)``, so
-a run's numbers do not depend on how the global batch is split over ranks and micro-batches, and
-a resumed run draws exactly what the uninterrupted run would have drawn.
+An objective is built once from the config and a backbone (``build_objective(cfg, backbone, ctx)``) and
+holds what it trains (``module``, plus an ``ema`` copy where the target is an EMA network); the trainer
+wraps ``module`` in DeepSpeed and calls ``objective.loss(engine, batch) -> (loss, logs)`` once per
+micro-batch. Registered objectives (``objective.name``):
+
+* ``consistency_distillation`` -- :class:`ConsistencyDistillation`, the T2V-Turbo-v2 step (this file);
+* ``diffusion`` -- :class:`DiffusionTraining`, plain denoising training of a (toy) teacher;
+* ``reward_finetune`` -- :class:`~t2vturbo.train.reward_finetune.RewardFinetune`, VADER mode.
+
+The whole consistency-distillation step is :meth:`ConsistencyDistillation.loss`; the augmented teacher
+solver it calls lives in :mod:`t2vturbo.train.teacher` (online teacher, or stored teacher outputs).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-from ..diffusion import (
-    add_noise,
-    apply_cfg,
-    boundary_form,
-    consistency_loss,
-    ddim_grid,
-    ddim_step,
-    solver_pair,
-    to_x0_eps,
-    training_target,
-)
+from ..config import ConfigError
+from ..diffusion import Parameterisation, consistency_loss, training_target
+from ..guidance import MotionGuidance
+from .draws import Draws, draw, sample_generator
+from .ema import EMA
+from .lora import add_lora, mark_trainable
+from .reward_term import RewardTerm
+from .teacher import OnlineTeacher, SolverStep, StoredTeacher
 
+__all__ = ["OBJECTIVES", "ConsistencyDistillation", "DiffusionTraining", "Draws", "Objective", "RunContext",
+           "build_objective", "draw", "register", "sample_generator"]
 
-def cfg_x0_eps(out_c, out_u, z_t, t, w, alphas_cumprod, prediction_type: str, form: str = "lcm"):
-    """Classifier-free guidance on both x0 and eps from the teacher's cond/uncond outputs at (z_t, t)."""
-    x0_c, eps_c = to_x0_eps(out_c, z_t, t, alphas_cumprod, prediction_type)
-    x0_u, eps_u = to_x0_eps(out_u, z_t, t, alphas_cumprod, prediction_type)
-    return apply_cfg(x0_c, x0_u, w, form), apply_cfg(eps_c, eps_u, w, form)
+log = logging.getLogger("t2vturbo")
 
 
-def sample_generator(seed: int, position: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((int(seed) * 1_000_003 + int(position) * 7_919 + 12_345) % (2**63 - 1))
-    return g
-
-
+# ---- the protocol and the registry --------------------------------------------------------------------
 @dataclass
-class Draws:
-    """Per-sample random draws of one micro-batch (all on CPU)."""
+class RunContext:
+    """What an objective needs of the run besides the config: where it runs and its seed."""
 
-    index: torch.Tensor  # [B] long: grid index n (CD) or timestep (diffusion)
-    noise: torch.Tensor  # [B, C, F, h, w]
-    w: torch.Tensor  # [B] guidance scale
-    drop: torch.Tensor  # [B] bool: caption dropped (diffusion CFG training)
-
-
-def draw(positions, latent_shape, seed: int, n_index: int, w_min: float, w_max: float, drop_p: float) -> Draws:
-    idx, noise, w, drop = [], [], [], []
-    for p in positions:
-        g = sample_generator(seed, p)
-        idx.append(torch.randint(0, n_index, (1,), generator=g))
-        w.append(w_min + (w_max - w_min) * torch.rand(1, generator=g))
-        drop.append(torch.rand(1, generator=g) < drop_p)
-        noise.append(torch.randn(latent_shape, generator=g))
-    return Draws(torch.cat(idx), torch.stack(noise), torch.cat(w), torch.cat(drop))
+    rank: int = 0
+    world: int = 1
+    device: Any = "cpu"
+    dtype: torch.dtype = torch.float32
+    seed: int = 0
 
 
+class Objective(Protocol):
+    module: nn.Module  # what the optimiser trains (wrapped in the DeepSpeed engine by the trainer)
+    ema: EMA | None  # the EMA target network, updated by the trainer after each optimiser step
+    trains_student: bool  # the module is a student (consistency sampler, student export) or a teacher
+
+    def loss(self, net, batch: dict) -> tuple[torch.Tensor, dict]: ...
+
+
+OBJECTIVES: dict[str, Callable[[Any, Any, RunContext], Objective]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        OBJECTIVES[name] = fn
+        return fn
+
+    return deco
+
+
+def build_objective(cfg, backbone, ctx: RunContext) -> Objective:
+    """The objective named by ``cfg.objective.name``, with its trainable module built."""
+    try:
+        builder = OBJECTIVES[cfg.objective.name]
+    except KeyError:
+        raise ConfigError(f"objective.name={cfg.objective.name!r}: available: {', '.join(OBJECTIVES)}") from None
+    return builder(cfg, backbone, ctx)
+
+
+def student_module(cfg, backbone) -> nn.Module:
+    """A fresh student of ``backbone`` (equal to the teacher), with LoRA adapters when ``model.lora``."""
+    module = backbone.make_student()
+    lcfg = cfg.model.lora
+    if lcfg.enabled:
+        add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+    return module
+
+
+def reward_term(cfg, backbone, ctx: RunContext) -> RewardTerm:
+    term = RewardTerm(cfg.reward, backbone, cfg.seed, ctx.rank, ctx.world, ctx.device)
+    # The reward term decodes a subset of *latent* frames as a clip; with a temporally compressing causal
+    # VAE (Wan: 4 frames per latent frame) that is not a subset of the clip's frames.
+    factor = getattr(backbone, "temporal_factor", 1)
+    if factor > 1 and term.active:
+        kinds = {r.kind for r in term.rewards.values()}
+        if "image" in kinds or ("video" in kinds and term.cfg.video_frames is not None):
+            raise ConfigError(
+                f"rewards with a temporally compressed VAE (factor {factor}, model.family={cfg.model.family}) "
+                "need the whole clip decoded: use video rewards with reward.video_frames=null; image rewards "
+                "and strided reward.video_frames would decode a subset of latent frames, not of the clip's frames"
+            )
+    if ctx.rank == 0:
+        log.info("rewards %s (image on ranks %s, video on ranks %s)", term.betas, cfg.reward.image_ranks or "all",
+                 cfg.reward.video_ranks or "all")
+    return term
+
+
+# ---- consistency distillation ----------------------------------------------------------------------
 class ConsistencyDistillation:
-    """Latent consistency distillation with an augmented (CFG, later motion-guided) DDIM teacher.
+    """Latent consistency distillation with an augmented (CFG, optionally motion-guided) teacher solver.
 
-    One step, for clip latents z0 and prompt embedding c:
+    One step, for clip latents z0 and prompt embedding c (every family: ``param`` gives (a_t, s_t) and
+    (x0, eps), so the same lines are DDIM for eps/v/x0 teachers and Euler for flow teachers):
       1. n ~ U{0..N-1}, eps ~ N(0, I), w ~ U[w_min, w_max];  z_{t_{n+k}} = a z0 + s eps
-      2. teacher (no grad): cond/uncond outputs -> (x0, eps) each; CFG in the LCM form
-         x_hat = cond + w (cond - uncond) on x0 and eps; [motion guidance hook]; one DDIM step to
+      2. teacher (no grad, ``self.solver``): cond/uncond outputs -> (x0, eps) each; CFG in the LCM form
+         x_hat = cond + w (cond - uncond) on x0 and eps; [motion guidance on eps]; one solver step to
          z_hat_{t_n} = a_{t_n} x0_hat + s_{t_n} eps_hat
       3. student: f_theta(z_{t_{n+k}}) = c_skip z + c_out x0_theta(z, t, c, w, eta)
       4. target (no grad): f_theta^-(z_hat_{t_n}, t_n, c, w, eta) with theta^- = EMA or theta
       5. loss = pseudo-Huber(f_theta, target) - sum_i beta_i R_i(decode(f_theta), prompts)
          (rewards on the student's one-step prediction; see reward_term.py)
+
+    ``solver``: an :class:`~t2vturbo.train.teacher.OnlineTeacher` (default) or a
+    :class:`~t2vturbo.train.teacher.StoredTeacher`; ``target``: the target network (None: the no-grad
+    student itself); ``eta``: the student's motion-strength input.
     """
 
-    def __init__(self, cfg, backbone, seed: int):
+    trains_student = True
+
+    def __init__(self, cfg, backbone, seed: int, solver=None, eta: float = 0.0):
         self.cfg = cfg
-        self.bb = backbone
-        self.seed = seed
-        self.grid = ddim_grid(cfg.num_ddim_timesteps, backbone.num_train_timesteps)
-        self.motion_guidance = None  # callable(z_t, t, cond, eps_hat, batch) -> eps_hat, set by guidance/
-        self.reward_term = None  # RewardTerm: (x0, prompts, positions, flags) -> (loss, logs)
+        self.seed = int(seed)
+        self.param = Parameterisation.of(backbone)
+        self.grid = self.param.grid(cfg.num_ddim_timesteps)
+        self.solver = solver if solver is not None else OnlineTeacher(backbone, cfg.guidance_form)
+        self.eta = float(eta)
+        self.reward_term: RewardTerm | None = None
+        self.module: nn.Module | None = None
+        self.ema: EMA | None = None
+        self.target: nn.Module | None = None  # the target network (None: the no-grad student)
+
+    @property
+    def motion_guidance(self):
+        """The online teacher's :class:`~t2vturbo.guidance.MotionGuidance` (None: off)."""
+        return getattr(self.solver, "motion", None)
+
+    @motion_guidance.setter
+    def motion_guidance(self, mg):
+        self.solver.motion = mg
 
     def draws(self, positions, latent_shape) -> Draws:
         c = self.cfg
         return draw(positions, latent_shape, self.seed, len(self.grid), c.w_min, c.w_max, 0.0)
 
-    @torch.no_grad()
     def teacher_step(self, z_t, t_start, t_end, cond, uncond, w, batch=None):
-        """Augmented solver: one CFG (+ motion-guided) DDIM step of the teacher."""
-        ac, pt = self.bb.alphas_cumprod, self.bb.prediction_type
-        two_t = torch.cat([t_start, t_start])
-        out = self.bb.teacher(torch.cat([z_t, z_t]), two_t, torch.cat([cond, uncond])).float()
-        out_c, out_u = out.chunk(2)
-        x0_hat, eps_hat = cfg_x0_eps(out_c, out_u, z_t.float(), t_start, w, ac, pt, self.cfg.guidance_form)
-        if self.motion_guidance is not None:
-            eps_hat = self.motion_guidance(z_t, t_start, cond, eps_hat, batch)
-        return ddim_step(x0_hat, eps_hat, t_end, ac)
+        """The augmented solver of the online teacher: one CFG (+ motion-guided) step, float32."""
+        return self.solver.step(z_t, t_start, t_end, cond, uncond, w, batch)
 
     def consistency_fn(self, net, z, t, cond, w, eta):
-        out = net(z, t, cond, w, eta).float()
-        x0, _ = to_x0_eps(out, z.float(), t, self.bb.alphas_cumprod, self.bb.prediction_type)
-        return boundary_form(z.float(), x0, t, self.cfg.sigma_data, self.cfg.timestep_scaling)
+        """``f(z, t) = c_skip(t) z + c_out(t) x0_pred(net(z, t, c, w, eta))`` in float32."""
+        out = net(z, self.param.net_time(t), cond, w, eta).float()
+        x0, _ = self.param.x0_eps(out, z.float(), t)
+        return self.param.boundary(z.float(), x0, t, self.cfg.sigma_data, self.cfg.timestep_scaling)
 
-    def loss(self, student, target_net, z0, cond, uncond, d: Draws, eta, batch=None):
-        dev, dtype = z0.device, z0.dtype
-        t_start, t_end = solver_pair(d.index, self.grid, self.cfg.skip)
-        t_start, t_end = t_start.to(dev), t_end.to(dev)
-        w = d.w.to(dev)
-        z_t = add_noise(self.bb.alphas_cumprod, z0.float(), d.noise.to(dev), t_start)
-        mg = self.motion_guidance
-        if mg is not None:  # the reference maps need the clean latents; eta only on guided samples
-            batch = {**(batch or {}), "latents": z0}
-            eta = mg.student_eta(t_start, eta, batch.get("use_motion_guide"))
-        z_prev = self.teacher_step(z_t.to(dtype), t_start, t_end, cond, uncond, w, batch)
-        pred = self.consistency_fn(student, z_t.to(dtype), t_start, cond, w, eta)
+    def loss(self, net, batch):
+        """``(loss, logs)`` of one micro-batch; ``logs["pred"]`` is not included (see :meth:`step`)."""
+        loss, logs, _ = self.step(net, batch)
+        return loss, logs
+
+    def step(self, net, batch):
+        """``(loss, logs, student prediction)`` of one micro-batch: the whole T2V-Turbo-v2 step."""
+        s: SolverStep = self.solver(self, batch)
+        pred = self.consistency_fn(net, s.z_t, s.t_start, s.cond, s.w, s.eta)
+        target_net = self.target if self.target is not None else getattr(net, "module", net)
         with torch.no_grad():
-            target = self.consistency_fn(target_net, z_prev.to(dtype), t_end, cond, w, eta)
+            target = self.consistency_fn(target_net, s.z_prev.to(s.z_t.dtype), s.t_end, s.cond, s.w, s.eta)
         loss = consistency_loss(pred, target, self.cfg.loss, self.cfg.huber_c)
-        logs = {"loss_cd": loss.detach(), "w_mean": w.mean(), "t_mean": t_start.float().mean()}
-        if mg is not None:
-            logs.update(mg.stats)
-        if self.reward_term is not None and self.reward_term.active and batch is not None:
+        logs = {"loss_cd": loss.detach(), "w_mean": s.w.mean(),
+                "t_mean": self.param.net_time(s.t_start).float().mean(), **s.stats}
+        if self.reward_term is not None and self.reward_term.active:
             r_loss, r_logs = self.reward_term(
                 pred, batch.get("reward_caption") or batch["caption"], batch["positions"], batch.get("use_reward")
             )
@@ -130,17 +187,54 @@ class ConsistencyDistillation:
         return loss, logs, pred
 
 
+@register("consistency_distillation")
+def build_consistency_distillation(cfg, bb, ctx: RunContext) -> ConsistencyDistillation:
+    o, g = cfg.objective, cfg.guidance
+    param = Parameterisation.of(bb)
+    if g.motion and param.is_flow:
+        raise ConfigError(
+            f"guidance.motion=true is not supported with a flow-matching teacher (model.family={cfg.model.family}, "
+            "prediction_type='flow'): use guidance=cfg (guidance.motion=false)"
+        )
+    if cfg.data.precomputed and param.is_flow:
+        raise ConfigError(f"data.precomputed=true needs a DDPM-schedule teacher (model.family={cfg.model.family} is "
+                          "flow-matching): train it online")
+    if cfg.data.precomputed:  # stored teacher outputs / motion scores: the objective needs the schedule only
+        solver = StoredTeacher(param.to(ctx.device), o.guidance_form, g.motion, g.lam, ctx.dtype)
+    else:
+        mg = MotionGuidance.from_config(g, bb, param.grid(o.num_ddim_timesteps), seed=cfg.seed) if g.motion else None
+        solver = OnlineTeacher(bb, o.guidance_form, mg, ctx.dtype)
+    obj = ConsistencyDistillation(o, bb, cfg.seed, solver, eta=g.eta)
+    if cfg.reward.weights:
+        obj.reward_term = reward_term(cfg, bb, ctx)
+    obj.module = student_module(cfg, bb)
+    mark_trainable(obj.module, cfg.model.lora.enabled)
+    if cfg.data.precomputed:  # the teacher only initialised the student (and the export): off the GPU
+        bb.teacher.to("cpu")
+    if o.target == "ema":
+        obj.ema = EMA(obj.module, o.ema_decay)
+        obj.target = obj.ema.model
+    return obj
+
+
+# ---- plain diffusion training ----------------------------------------------------------------------
 class DiffusionTraining:
     """Plain denoising training of the teacher: t ~ U{t_min..T-1} (t_min = objective.min_timestep,
     default 0), regress the prediction-type target, captions dropped with probability p (replaced by
     the empty prompt) for CFG."""
 
-    def __init__(self, cfg, backbone, seed: int, caption_dropout: float):
+    trains_student = False
+    ema = None
+
+    def __init__(self, cfg, backbone, seed: int, caption_dropout: float, dtype=torch.float32):
         self.cfg = cfg
         self.bb = backbone
         self.seed = seed
         self.caption_dropout = caption_dropout
+        self.dtype = dtype
+        self.param = Parameterisation.of(backbone)
         self.t_min = int(cfg.min_timestep)
+        self.module: nn.Module | None = None
         if not 0 <= self.t_min < backbone.num_train_timesteps:
             raise ValueError(f"objective.min_timestep={self.t_min} must be in [0, {backbone.num_train_timesteps - 1}]")
 
@@ -150,14 +244,55 @@ class DiffusionTraining:
         d.index += self.t_min
         return d
 
-    def loss(self, model, z0, cond, uncond, d: Draws):
+    def loss(self, net, batch):
+        bb = self.bb
+        z0 = bb.encode_video(batch["video"].to(bb.device, self.dtype))
+        cond = bb.encode_text(batch["caption"])
+        uncond = bb.null_cond(len(batch["caption"]))
+        d = self.draws(batch["positions"], tuple(z0.shape[1:]))
         dev = z0.device
         t = d.index.to(dev)
         noise = d.noise.to(dev)
         drop = d.drop.to(dev).reshape(-1, 1, 1)
         c = torch.where(drop, uncond, cond)
-        z_t = add_noise(self.bb.alphas_cumprod, z0.float(), noise, t)
-        out = model(z_t.to(z0.dtype), t, c).float()
-        target = training_target(z0.float(), noise, t, self.bb.alphas_cumprod, self.bb.prediction_type)
+        z_t = self.param.add_noise(z0.float(), noise, t)
+        out = net(z_t.to(z0.dtype), t, c).float()
+        target = training_target(z0.float(), noise, t, bb.alphas_cumprod, bb.prediction_type)
         loss = torch.mean((out - target) ** 2)
-        return loss, {"loss_diffusion": loss.detach(), "t_mean": t.float().mean()}, None
+        return loss, {"loss_diffusion": loss.detach(), "t_mean": t.float().mean()}
+
+
+@register("diffusion")
+def build_diffusion(cfg, bb, ctx: RunContext) -> DiffusionTraining:
+    obj = DiffusionTraining(cfg.objective, bb, cfg.seed, cfg.data.caption_dropout, ctx.dtype)
+    obj.module = bb.trainable_teacher()
+    return obj
+
+
+@register("reward_finetune")
+def build_reward_finetune(cfg, bb, ctx: RunContext):
+    from .reward_finetune import RewardFinetune  # VADER mode imports its samplers only when used
+
+    o, lcfg = cfg.objective, cfg.model.lora
+    obj = RewardFinetune(o, bb, cfg.seed, bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width))
+    obj.reward_term = reward_term(cfg, bb, ctx)
+    obj.trains_student = o.finetune == "student"
+    if obj.trains_student:
+        module = bb.make_student()
+        if o.init_from:
+            from ..student_export import StudentExport
+
+            StudentExport.resolve(o.init_from).load_into(module, teacher_path=getattr(bb, "model_dir", None))
+        if lcfg.enabled:
+            add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+    else:  # a copy: bb.teacher stays the clean frozen teacher (the export merges into a copy of it)
+        module = bb.trainable_teacher(clone=True)
+        if lcfg.enabled:
+            add_lora(module.unet, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+    mark_trainable(module, lcfg.enabled)
+    obj.module = module
+    if ctx.rank == 0:
+        log.info("reward fine-tuning (VADER mode) of the %s: %d sampling steps, gradient through the last %s; "
+                 "rewards %s", o.finetune, o.sample_steps, o.grad_steps or "all", obj.reward_term.betas)
+    return obj
+

@@ -26,26 +26,33 @@ from __future__ import annotations
 
 import torch
 
-from ..diffusion import apply_cfg, consistency_sample, lcm_sampling_timesteps, to_x0_eps
-from ..diffusion.solvers import ddim_sample, ddim_sampling_timesteps
-from .objectives import sample_generator
+from ..diffusion import (
+    Parameterisation,
+    apply_cfg,
+    ddim_sampling_timesteps,
+    lcm_sampling_timesteps,
+    multistep_consistency_sample,
+    ode_sample,
+)
+from .draws import sample_generator
 
 __all__ = ["RewardFinetune"]
 
 
 class RewardFinetune:
-    def __init__(self, cfg, backbone, seed: int):
+    trains_student = True  # the builder sets it from objective.finetune
+    ema = None
+
+    def __init__(self, cfg, backbone, seed: int, latent_shape):
         self.cfg = cfg
+        self.latent_shape = tuple(latent_shape)  # (C, F, h, w) of the sampled latents
         self.bb = backbone
+        self.param = Parameterisation.of(backbone)
         self.seed = int(seed)
-        self.reward_term = None  # RewardTerm, set by the trainer (required)
-        k = int(cfg.sample_steps)
-        if k < 1:
-            raise ValueError(f"objective.sample_steps={k} must be >= 1")
-        g = cfg.grad_steps
-        if g is not None and not 1 <= int(g) <= k:
-            raise ValueError(f"objective.grad_steps={g} must be in [1, sample_steps={k}] (or null: all)")
-        self.grad_last = None if g is None else int(g)
+        self.reward_term = None  # RewardTerm, set by the builder (required)
+        self.module = None
+        k = int(cfg.sample_steps)  # 1 <= grad_steps <= sample_steps: checked by config.validate
+        self.grad_last = None if cfg.grad_steps is None else int(cfg.grad_steps)
         if cfg.finetune == "student":
             self.timesteps = lcm_sampling_timesteps(k, cfg.num_ddim_timesteps, backbone.num_train_timesteps)
         else:
@@ -64,39 +71,35 @@ class RewardFinetune:
 
     def sample(self, net, cond, uncond, z_T, renoise, w):
         """x0 [B, C, F, h, w] sampled with ``net`` (autograd through the last ``grad_steps``)."""
-        bb, dev = self.bb, cond.device
+        param, dev = self.param, cond.device
         dtype = next(net.parameters()).dtype
         z_T, renoise, w = z_T.to(dev), renoise.to(dev), w.to(dev)
         if self.cfg.finetune == "student":
             eta = torch.zeros_like(w)
 
             def model(z, t):
-                return net(z.to(dtype), t, cond, w, eta).float()
+                return net(z.to(dtype), param.net_time(t), cond, w, eta).float()
 
-            return consistency_sample(
-                model, tuple(z_T.shape), self.timesteps, bb.alphas_cumprod, bb.prediction_type, device=dev,
-                sigma_data=self.cfg.sigma_data, timestep_scaling=self.cfg.timestep_scaling, noise=z_T,
-                grad_last=self.grad_last, renoise=renoise,
+            return multistep_consistency_sample(
+                model, tuple(z_T.shape), self.timesteps, param, device=dev, sigma_data=self.cfg.sigma_data,
+                timestep_scaling=self.cfg.timestep_scaling, noise=z_T, grad_last=self.grad_last, renoise=renoise,
             )
 
         def denoise(z, t):
             out = net(torch.cat([z, z]).to(dtype), torch.cat([t, t]), torch.cat([cond, uncond])).float()
             out_c, out_u = out.chunk(2)
-            out = apply_cfg(out_c, out_u, w, self.cfg.guidance_form)
-            return to_x0_eps(out, z, t, bb.alphas_cumprod, bb.prediction_type)
+            return param.x0_eps(apply_cfg(out_c, out_u, w, self.cfg.guidance_form), z, t)
 
-        return ddim_sample(denoise, z_T, self.timesteps.to(dev), bb.alphas_cumprod, grad_last=self.grad_last)
+        return ode_sample(denoise, z_T, self.timesteps.to(dev), param, grad_last=self.grad_last)
 
-    def loss(self, net, batch, latent_shape):
+    def loss(self, net, batch):
         bb = self.bb
         prompts = batch["caption"]
         cond = bb.encode_text(prompts)
         uncond = bb.null_cond(len(prompts))
-        z_T, renoise, w = self.draws(batch["positions"], latent_shape)
+        z_T, renoise, w = self.draws(batch["positions"], self.latent_shape)
         x0 = self.sample(net, cond, uncond, z_T, renoise, w)
         r_loss, logs = self.reward_term(
             x0, batch.get("reward_caption") or prompts, batch["positions"], batch.get("use_reward")
         )
-        logs = {**logs, "w_mean": w.mean()}
-        return r_loss, logs, x0
-
+        return r_loss, {**logs, "w_mean": w.mean()}

@@ -1,5 +1,5 @@
 """Component tests for t2vturbo.backbones (UNet3D adapter, PixelUnshuffleVAE, word tokenizer,
-GuidedDenoiser student, loading from a diffusers-layout folder) and train.build.build_backbone.
+GuidedDenoiser student, loading from a diffusers-layout folder) and backbones.build_backbone.
 
 Everything uses the tiny random configs (4 frames of 16x16 pixels, batch 2) and runs on a CPU.
 """
@@ -544,12 +544,12 @@ def test_teacher_frozen_then_trainable_teacher():
     assert bb.teacher.unet.conv_out.weight.grad.abs().sum() > 0
 
 
-# ============================================================================ train.build.build_backbone
+# ============================================================================ backbones.build_backbone
 
 
 def test_build_backbone_tiny_and_missing_path(tmp_path):
+    from t2vturbo.backbones import build_backbone, check_paths
     from t2vturbo.config import ModelConfig, TinyModelConfig
-    from t2vturbo.train.build import build_backbone, check_paths
 
     cfg = ModelConfig(tiny=TinyModelConfig(block_out_channels=[16, 32]))
     bb = build_backbone(cfg)
@@ -584,8 +584,8 @@ def test_build_backbone_tiny_and_missing_path(tmp_path):
 
 
 def test_build_backbone_from_path(tmp_path):
+    from t2vturbo.backbones import build_backbone
     from t2vturbo.config import ModelConfig
-    from t2vturbo.train.build import build_backbone
 
     d = tmp_path / "teacher"
     write_tiny_model_dir(d, **PIX)
@@ -598,8 +598,8 @@ def test_build_backbone_from_path(tmp_path):
 
 
 def test_build_backbone_bf16_keeps_schedule_float32():
+    from t2vturbo.backbones import build_backbone
     from t2vturbo.config import ModelConfig, TinyModelConfig
-    from t2vturbo.train.build import build_backbone
 
     bb = build_backbone(ModelConfig(tiny=TinyModelConfig(block_out_channels=[16, 32])), dtype=torch.bfloat16)
     assert next(bb.teacher.parameters()).dtype == torch.bfloat16

@@ -424,8 +424,8 @@ def test_loading_errors_are_clear(bb, tmp_path):
 def test_build_backbone_and_config(tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from t2vturbo.backbones import build_backbone, check_paths
     from t2vturbo.config import ModelConfig, TinyModelConfig, validate
-    from t2vturbo.train.build import build_backbone, check_paths
 
     with initialize_config_dir(config_dir=str(MANIFEST.parents[3] / "conf"), version_base="1.3"):
         cfg = validate(compose(config_name="config", overrides=["model=videocrafter2", "model.path=/x"]))

@@ -1,5 +1,6 @@
 """Component tests for the Wan2.1 flow-matching backbone (t2vturbo.backbones.wan), its consistency
-distillation (t2vturbo.train.flow_objective) and flow sampling through t2vturbo.sample.
+distillation (the one ConsistencyDistillation step over the flow parameterisation) and flow sampling
+through t2vturbo.sample.
 
 A tiny random teacher of the real classes (WanTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel) is
 written to a folder in the Wan2.1-T2V-*-Diffusers layout; diffusers' own WanPipeline /
@@ -85,7 +86,7 @@ def test_missing_or_incomplete_folder_errors(wan_dir, tmp_path):
     shutil.rmtree(part / "vae")
     with pytest.raises(FileNotFoundError, match=r"partial.*missing vae/config\.json"):
         check_wan_dir(part)
-    from t2vturbo.train.build import check_paths
+    from t2vturbo.backbones import check_paths
 
     with pytest.raises(FileNotFoundError, match=r"^model\.path: .*missing vae/config\.json"):
         check_paths(validate({"model": {"family": "wan", "path": str(part)}}))
@@ -202,19 +203,20 @@ def _cfg(wan_dir, out, **over):
 
 def test_tiny_distillation_lowers_the_loss_and_exports(wan_dir, tmp_path):
     from t2vturbo.sample import load_student
-    from t2vturbo.train.flow_objective import FlowConsistencyDistillation
+    from t2vturbo.train.objectives import ConsistencyDistillation
     from t2vturbo.train.trainer import Trainer
 
     t = Trainer(_cfg(wan_dir, tmp_path / "run"))
-    assert isinstance(t.objective, FlowConsistencyDistillation)
-    assert t.latent_shape == (4, 2, 4, 4)
+    # the one consistency-distillation step, over the flow parameterisation (Euler teacher steps)
+    assert isinstance(t.objective, ConsistencyDistillation) and t.objective.param.is_flow
+    assert t.bb.latent_shape(NF, S, S) == (4, 2, 4, 4)
 
     def fixed_loss(micros):  # the micro-batches' own draws (positions key n, eps, w), no grad
         vals = []
         for m in micros:
             with torch.no_grad():
-                loss, logs, pred = t.micro_loss(t.batch(t.positions(m)))
-            assert pred.shape == (2, 4, 2, 4, 4) and 0 < logs["sigma_mean"] <= 1
+                loss, logs, pred = t.objective.step(t.engine, t.data.batch(m))
+            assert pred.shape == (2, 4, 2, 4, 4) and 0 < logs["t_mean"] <= 1000
             vals.append(loss.item())
         return sum(vals) / len(vals)
 

@@ -1,5 +1,5 @@
-"""Two-stage mode: ``t2vturbo.precompute`` (stage 1) and ``PrecomputedConsistencyDistillation``
-(stage 2) against online consistency distillation.
+"""Two-stage mode: ``t2vturbo.precompute`` (stage 1) and ``ConsistencyDistillation`` over a
+``StoredTeacher`` (stage 2) against online consistency distillation (the same step over an ``OnlineTeacher``).
 
 6 toy clips (4 frames, 32 px) in 2 source shards, a tiny teacher folder (pixel-unshuffle VAE, blocks
 16/32), CPU, one thread. The precomputed shards are read back with ClipStream (they keep the mp4).
@@ -21,8 +21,9 @@ from t2vturbo.backbones.unet3d import UNet3DBackbone, write_tiny_model_dir
 from t2vturbo.data.shards import ClipStream, collate_clips
 from t2vturbo.guidance import MotionGuidance
 from t2vturbo.precompute import precompute, split_config
+from t2vturbo.diffusion import Parameterisation
 from t2vturbo.train.objectives import ConsistencyDistillation
-from t2vturbo.train.precomputed import NoiseSchedule, PrecomputedConsistencyDistillation
+from t2vturbo.train.teacher import StoredTeacher
 
 N_CLIPS, FRAMES, SIZE = 6, 4, 32
 ETA = 0.05
@@ -82,15 +83,12 @@ def _online_loss(cfg, bb, student, target, motion):
     stream = ClipStream(cfg.data.urls, FRAMES, SIZE, shuffle_buffer=0, resampled=False, rank=0, world_size=1)
     b = collate_clips(list(stream))
     positions = list(range(N_CLIPS))
-    obj = ConsistencyDistillation(cfg.objective, bb, cfg.seed)
+    obj = ConsistencyDistillation(cfg.objective, bb, cfg.seed, eta=ETA)
     if motion:
         obj.motion_guidance = MotionGuidance.from_config(cfg.guidance, bb, obj.grid, seed=cfg.seed)
-    z0 = bb.encode_video(b["video"])
-    cond = bb.encode_text(b["caption"])
-    uncond = bb.null_cond(N_CLIPS)
+    obj.target = target
     d = obj.draws(positions, bb.latent_shape(FRAMES, SIZE, SIZE))
-    eta = torch.full((N_CLIPS,), ETA)
-    loss, logs, _ = obj.loss(student, target, z0, cond, uncond, d, eta, {"caption": b["caption"], "positions": positions})
+    loss, logs = obj.loss(student, {"video": b["video"], "caption": b["caption"], "positions": positions})
     return loss, d, logs
 
 
@@ -99,11 +97,12 @@ def _pre_loss(cfg, out, motion, student, target):
     b = collate_clips(items)
     positions = [it["meta"]["precompute"]["position"] for it in items]
     assert positions == list(range(N_CLIPS))
-    obj = PrecomputedConsistencyDistillation(
-        cfg.objective, NoiseSchedule.from_model_dir(cfg.model.path), cfg.seed, motion=motion, lam=cfg.guidance.lam
-    )
+    param = Parameterisation.from_model_dir(cfg.model.path)  # no teacher weights are read
+    obj = ConsistencyDistillation(cfg.objective, param, cfg.seed,
+                                  StoredTeacher(param, cfg.objective.guidance_form, motion, cfg.guidance.lam), eta=ETA)
+    obj.target = target
     batch = {"pre": b["pre"], "positions": positions, "caption": b["caption"], "meta": b["meta"]}
-    loss, logs, _ = obj.loss(student, target, batch, ETA)
+    loss, logs = obj.loss(student, batch)
     return loss, b, logs
 
 

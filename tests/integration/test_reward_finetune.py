@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from t2vturbo.config import ConfigError, validate
-from t2vturbo.diffusion import consistency_sample, ddim_sampling_timesteps, lcm_sampling_timesteps
+from t2vturbo.diffusion import consistency_sample, ddim_sample, ddim_sampling_timesteps, lcm_sampling_timesteps
 from t2vturbo.diffusion.consistency import boundary_form
 from t2vturbo.diffusion.schedules import alpha_sigma, to_x0_eps
-from t2vturbo.diffusion.solvers import ddim_sample, ddim_step
+from t2vturbo.diffusion.solvers import ddim_step
 
 
 def _schedule():
@@ -127,7 +127,7 @@ def test_vader_mode_raises_the_toy_colour_reward(tiny_teacher_dir, tmp_path):
     @torch.no_grad()
     def held_out_reward():
         o = t.objective
-        z_T, renoise, w = o.draws(pos, t.latent_shape)
+        z_T, renoise, w = o.draws(pos, o.latent_shape)
         x0 = o.sample(t.engine.module, t.bb.encode_text(prompts), t.bb.null_cond(16), z_T, renoise, w)
         return float(o.reward_term(x0, prompts, pos)[1]["reward/toy_color"])
 

@@ -30,8 +30,8 @@ def test_nonfinite_losses_are_skipped_and_counted(tiny_teacher_dir, tmp_path, mo
     orig = ConsistencyDistillation.loss
     bad_micro = {1, 3}
 
-    def loss(self, student, target, z0, cond, uncond, d, eta, batch=None):
-        out = orig(self, student, target, z0, cond, uncond, d, eta, batch)
+    def loss(self, net, batch):
+        out = orig(self, net, batch)
         if batch["positions"][0] // 2 in bad_micro:
             return (out[0] * float("nan"), *out[1:])
         return out
@@ -54,9 +54,9 @@ def test_too_many_nonfinite_losses_abort_with_last_checkpoint_intact(tiny_teache
 
     orig = ConsistencyDistillation.loss
 
-    def loss(self, *args, **kwargs):
-        out = orig(self, *args, **kwargs)
-        if kwargs.get("batch", args[-1] if len(args) > 6 else None)["positions"][0] >= 4:  # from micro 2 on
+    def loss(self, net, batch):
+        out = orig(self, net, batch)
+        if batch["positions"][0] >= 4:  # from micro 2 on
             return (out[0] * float("nan"), *out[1:])
         return out
 
@@ -182,7 +182,7 @@ def test_two_stage_precompute_then_train_without_teacher_forward(tiny_teacher_di
     common = [f"model.path={tiny_teacher_dir}", "model.num_frames=4", "model.height=32", "model.width=32",
               "model.tiny.block_out_channels=[16,32]"]
     r = subprocess.run([sys.executable, "-m", "t2vturbo.precompute", *common, "data=toy_shards",
-                        f"data.urls={src / 'toy-000000.tar'}", "data.resampled=false", f"+precompute.out={pre}",
+                        f"data.urls={src / 'toy-000000.tar'}", "data.resampled=false", f"precompute.out={pre}",
                         f"output_dir={tmp_path / 'pre_run'}"],
                        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -33,7 +33,10 @@ def slurm_env(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("slurm"))
     try:
         env = c.start()
-        env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", T2V_PYTHON=sys.executable, T2V_POLL_S="1")
+        env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", T2V_PYTHON=sys.executable, T2V_POLL_S="1",
+                   # the report at the end of each distill job, small (its defaults take ~1 min on a tiny student)
+                   T2V_REPORT_ARGS="--num-prompts 2 --samples-per-prompt 1 --reference-steps 2 "
+                   "--guidance-response-prompts 2")
         env["T2V_TEST_SLURM_ROOT"] = str(c.root)
         yield env
     finally:
@@ -94,6 +97,9 @@ def test_make_distill_slurm_two_tasks(two_task_run):
 
     _, _, meta = load_student(out)
     assert meta["step"] == 4
+    # the job ends with the run's report (t2vturbo.eval.report) of the student it exported
+    assert f"report of {out}" in text and "ToyBench student steps=4" in text and "report exited with 0" in text
+    assert json.loads((out / "report.json").read_text())["train_step"] == 4
 
 
 def test_overrides_with_spaces_and_quotes_survive(two_task_run):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2vturbo.config import ObjectiveConfig
+from t2vturbo.config import ConsistencyDistillationConfig, DiffusionConfig
 from t2vturbo.train.objectives import ConsistencyDistillation, DiffusionTraining, draw
 
 
@@ -27,10 +27,31 @@ class Student(torch.nn.Module):
         return self.scale * z + 0.001 * w.reshape(-1, 1, 1, 1, 1)
 
 
-def make_bb(prediction_type="epsilon"):
+class FakeBackbone(SimpleNamespace):
+    """The backbone interface the objectives use, with identity "encoders": the batch's video *is* z0 and
+    the prompt embeddings are rows of ``cond``."""
+
+    device = torch.device("cpu")
+
+    def encode_video(self, video):
+        return video
+
+    def encode_text(self, prompts):
+        return self.cond[: len(prompts)]
+
+    def null_cond(self, b):
+        return torch.zeros(b, *self.cond.shape[1:])
+
+
+def make_bb(prediction_type="epsilon", cond=None):
     betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
     ac = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
-    return SimpleNamespace(alphas_cumprod=ac, prediction_type=prediction_type, num_train_timesteps=1000, teacher=Teacher())
+    return FakeBackbone(alphas_cumprod=ac, prediction_type=prediction_type, num_train_timesteps=1000, teacher=Teacher(),
+                        cond=cond if cond is not None else torch.zeros(2, 1, 1))
+
+
+def batch_of(z0, positions):
+    return {"video": z0, "caption": [f"p{i}" for i in range(len(positions))], "positions": positions}
 
 
 def reference_loss(bb, z0, cond, uncond, d, student, target, skip=1, c=0.001):
@@ -66,17 +87,25 @@ def reference_loss(bb, z0, cond, uncond, d, student, target, skip=1, c=0.001):
 
 
 def test_cd_loss_matches_hand_computation():
-    bb = make_bb()
-    cfg = ObjectiveConfig()
-    obj = ConsistencyDistillation(cfg, bb, seed=3)
     g = torch.Generator().manual_seed(0)
     z0 = torch.randn(3, 2, 2, 2, 2, generator=g)
     cond = torch.randn(3, 4, 5, generator=g)
     uncond = torch.zeros(3, 4, 5)
-    d = obj.draws([10, 11, 12], z0.shape[1:])
-    d.index[0] = 0  # include the boundary case t_end = 0
+    bb = make_bb(cond=cond)
+    cfg = ConsistencyDistillationConfig()
+    obj = ConsistencyDistillation(cfg, bb, seed=3)
+    draws = obj.draws
+
+    def with_boundary(*args):  # include the boundary case t_end = 0
+        d = draws(*args)
+        d.index[0] = 0
+        return d
+
+    obj.draws = with_boundary
+    d = with_boundary([10, 11, 12], z0.shape[1:])
     student, target = Student(0.5), Student(0.45)
-    loss, logs, _ = obj.loss(student, target, z0, cond, uncond, d, torch.zeros(3))
+    obj.target = target
+    loss, logs = obj.loss(student, batch_of(z0, [10, 11, 12]))
     ref = reference_loss(bb, z0, cond, uncond, d, student, target)
     assert abs(loss.item() - ref) < 1e-6 * max(1.0, abs(ref)), (loss.item(), ref)
     loss.backward()
@@ -85,7 +114,7 @@ def test_cd_loss_matches_hand_computation():
 
 def test_teacher_step_w0_is_conditional_ddim_and_lcm_vs_imagen():
     bb = make_bb()
-    obj = ConsistencyDistillation(ObjectiveConfig(), bb, seed=0)
+    obj = ConsistencyDistillation(ConsistencyDistillationConfig(), bb, seed=0)
     z = torch.randn(2, 2, 2, 2, 2)
     cond, uncond = torch.randn(2, 3, 4), torch.zeros(2, 3, 4)
     ts, te = torch.tensor([999, 504]), torch.tensor([994, 499])
@@ -96,45 +125,49 @@ def test_teacher_step_w0_is_conditional_ddim_and_lcm_vs_imagen():
     a_e, s_e = ac[te].sqrt().reshape(-1, 1, 1, 1, 1), (1 - ac[te]).sqrt().reshape(-1, 1, 1, 1, 1)
     expected = a_e * (z - s_s * eps) / a_s + s_e * eps
     assert torch.allclose(w0, expected, atol=1e-5)
-    obj_im = ConsistencyDistillation(ObjectiveConfig(guidance_form="imagen"), bb, seed=0)
+    obj_im = ConsistencyDistillation(ConsistencyDistillationConfig(guidance_form="imagen"), bb, seed=0)
     w = torch.tensor([3.0, 6.0])
     assert torch.allclose(obj.teacher_step(z, ts, te, cond, uncond, w), obj_im.teacher_step(z, ts, te, cond, uncond, w + 1), atol=1e-5)
 
 
-def test_motion_guidance_hook_is_applied():
+def test_motion_guidance_score_is_applied():
+    """The online teacher subtracts lam sqrt(1 - sqrt(ab_t)) score from eps_hat on the guided samples only."""
     bb = make_bb()
-    obj = ConsistencyDistillation(ObjectiveConfig(), bb, seed=0)
-    z = torch.randn(1, 2, 2, 2, 2)
-    cond, uncond = torch.randn(1, 3, 4), torch.zeros(1, 3, 4)
-    ts, te = torch.tensor([504]), torch.tensor([499])
-    base = obj.teacher_step(z, ts, te, cond, uncond, torch.ones(1))
-    obj.motion_guidance = lambda z_t, t, c, eps_hat, batch: eps_hat - 1.0
-    shifted = obj.teacher_step(z, ts, te, cond, uncond, torch.ones(1))
+    obj = ConsistencyDistillation(ConsistencyDistillationConfig(), bb, seed=0)
+    z = torch.randn(2, 2, 2, 2, 2)
+    cond, uncond = torch.randn(2, 3, 4), torch.zeros(2, 3, 4)
+    ts, te = torch.tensor([504, 504]), torch.tensor([499, 499])
+    base = obj.teacher_step(z, ts, te, cond, uncond, torch.ones(2))
+    obj.motion_guidance = SimpleNamespace(
+        lam=2.0, score=lambda z_t, t, c, batch: (torch.ones_like(z_t), torch.tensor([True, False])))
+    shifted = obj.teacher_step(z, ts, te, cond, uncond, torch.ones(2))
     s_e = (1 - bb.alphas_cumprod[499]).sqrt()
-    assert torch.allclose(base - shifted, s_e * torch.ones_like(base), atol=1e-5)
+    c_t = (1 - bb.alphas_cumprod[504].sqrt()).sqrt()
+    assert torch.allclose(shifted[0] - base[0], -s_e * 2.0 * c_t * torch.ones_like(base[0]), atol=1e-5)
+    assert torch.equal(shifted[1], base[1])
 
 
 def test_diffusion_objective_targets():
     for pt in ("epsilon", "v_prediction", "sample"):
         bb = make_bb(pt)
-        obj = DiffusionTraining(ObjectiveConfig(), bb, seed=0, caption_dropout=0.0)
+        obj = DiffusionTraining(DiffusionConfig(), bb, seed=0, caption_dropout=0.0)
         z0 = torch.randn(2, 2, 2, 2, 2)
         d = draw([0, 1], z0.shape[1:], 0, 1000, 0, 0, 0.0)
         a = bb.alphas_cumprod[d.index].sqrt().reshape(-1, 1, 1, 1, 1)
         s = (1 - bb.alphas_cumprod[d.index]).sqrt().reshape(-1, 1, 1, 1, 1)
         target = {"epsilon": d.noise, "v_prediction": a * d.noise - s * z0, "sample": z0}[pt]
         perfect = lambda z, t, c, target=target: target  # noqa: E731
-        loss, _, _ = obj.loss(perfect, z0, torch.zeros(2, 1, 1), torch.zeros(2, 1, 1), d)
+        loss, _ = obj.loss(perfect, batch_of(z0, [0, 1]))
         assert loss.item() < 1e-10
         zero = lambda z, t, c: torch.zeros_like(z)  # noqa: E731
-        loss0, _, _ = obj.loss(zero, z0, torch.zeros(2, 1, 1), torch.zeros(2, 1, 1), d)
+        loss0, _ = obj.loss(zero, batch_of(z0, [0, 1]))
         assert abs(loss0.item() - (target**2).mean().item()) < 1e-5
 
 
 def test_diffusion_min_timestep_draws_the_noisy_end_only_and_keeps_the_default_stream():
     bb = make_bb("sample")
-    base = DiffusionTraining(ObjectiveConfig(name="diffusion"), bb, seed=3, caption_dropout=0.1)
-    hi = DiffusionTraining(ObjectiveConfig(name="diffusion", min_timestep=800), bb, seed=3, caption_dropout=0.1)
+    base = DiffusionTraining(DiffusionConfig(), bb, seed=3, caption_dropout=0.1)
+    hi = DiffusionTraining(DiffusionConfig(min_timestep=800), bb, seed=3, caption_dropout=0.1)
     positions = list(range(400))
     d0, d1 = base.draws(positions, (2, 2, 2, 2)), hi.draws(positions, (2, 2, 2, 2))
     # default: the historical stream, t over the whole range
@@ -145,4 +178,4 @@ def test_diffusion_min_timestep_draws_the_noisy_end_only_and_keeps_the_default_s
     assert int(d1.index.min()) >= 800 and int(d1.index.max()) == 999 and int(d1.index.min()) < 805
     assert torch.equal(d1.noise, d0.noise) and torch.equal(d1.drop, d0.drop)
     with pytest.raises(ValueError, match="min_timestep=1000"):
-        DiffusionTraining(ObjectiveConfig(name="diffusion", min_timestep=1000), bb, seed=0, caption_dropout=0.0)
+        DiffusionTraining(DiffusionConfig(min_timestep=1000), bb, seed=0, caption_dropout=0.0)

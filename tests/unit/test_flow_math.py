@@ -18,8 +18,6 @@ from t2vturbo.diffusion.flow import (
     add_noise_flow,
     flow_boundary_form,
     flow_boundary_scalings,
-    flow_consistency_sample,
-    flow_euler_sample,
     flow_euler_step,
     flow_grid,
     flow_lcm_sigmas,
@@ -29,6 +27,7 @@ from t2vturbo.diffusion.flow import (
     sigma_to_timestep,
     time_shift,
 )
+from t2vturbo.diffusion.samplers import flow_consistency_sample, flow_euler_sample
 
 SHAPE = (2, 4, 3, 4, 4)
 
