@@ -11,7 +11,7 @@ on the weights): VideoCrafter2's VC2UNet (1.41 B parameters, 16 frames of 320x51
 latents are random tensors of the right shapes: the VAE and text encoder are frozen and run once
 per sample outside this loop, so they are not part of the step.
 
-The step is the library's own: ``ConsistencyDistillation`` / ``FlowConsistencyDistillation``.loss
+The step is the library's own: ``ConsistencyDistillation.loss`` (every family)
 (teacher cond + uncond forward, student forward + backward, target forward) through the DeepSpeed
 engine (``--zero`` stage, bf16, activation checkpointing in the student), with the EMA update.
 Reported: median step time over ``--steps`` after ``--warmup``, peak GPU memory
@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     from t2vturbo.config import validate
     from t2vturbo.train.ema import EMA
     from t2vturbo.train.engine import init_distributed, initialize
+    from t2vturbo.train.objectives import ConsistencyDistillation
+    from t2vturbo.train.teacher import OnlineTeacher
 
     init_distributed()
     dev = torch.device(a.device)
@@ -104,14 +106,7 @@ def main(argv=None) -> int:
     bb.teacher.to(dtype)
     cfg = validate({"train": {"micro_batch_size": a.batch, "precision": a.precision, "lr": 1e-5},
                     "objective": {"w_min": 5.0, "w_max": 15.0}})
-    if bb.prediction_type == "flow":
-        from t2vturbo.train.flow_objective import FlowConsistencyDistillation
-
-        obj = FlowConsistencyDistillation(cfg.objective, bb, 0, motion=False)
-    else:
-        from t2vturbo.train.objectives import ConsistencyDistillation
-
-        obj = ConsistencyDistillation(cfg.objective, bb, 0)
+    obj = ConsistencyDistillation(cfg.objective, bb, 0, OnlineTeacher(bb, cfg.objective.guidance_form, dtype=dtype))
     student = bb.make_student().to(dev)
     engine, _, _ = initialize(student, cfg.train, {"zero_optimization": {"stage": a.zero}}, 1)
     ema = EMA(engine.module, 0.95)
@@ -121,12 +116,13 @@ def main(argv=None) -> int:
     z0 = torch.randn(a.batch, *lat, generator=g).to(dev, dtype)
     cond = torch.randn(a.batch, *ctx, generator=g).to(dev, dtype)
     uncond = torch.randn(a.batch, *ctx, generator=g).to(dev, dtype)
-    eta = torch.zeros(a.batch)
+
+    obj.target = ema.model
 
     def step(i):
-        d = obj.draws(list(range(i * a.batch, (i + 1) * a.batch)), lat)
-        loss, _, _ = obj.loss(engine, ema.model, z0, cond, uncond, d, eta, {"caption": [""] * a.batch,
-                                                                            "positions": list(range(a.batch))})
+        batch = {"latents": z0, "cond": cond, "uncond": uncond, "caption": [""] * a.batch,
+                 "positions": list(range(i * a.batch, (i + 1) * a.batch))}
+        loss, _ = obj.loss(engine, batch)
         engine.backward(loss)
         engine.step()
         ema.update(engine.module)

@@ -54,7 +54,7 @@ try:
     with initialize_config_dir(config_dir=str(Path("conf").resolve()), version_base="1.3"):
         cfg = compose("config", overrides=sys.argv[1:])
     vcfg = validate(cfg)
-    from t2vturbo.train.build import check_paths
+    from t2vturbo.backbones import check_paths
 
     check_paths(vcfg)  # the teacher folder etc. (a cluster shares this file system with its nodes)
 except FileNotFoundError as e:

@@ -31,6 +31,9 @@ import sys
 from pathlib import Path
 
 import torch
+from diffusers import LCMScheduler, TextToVideoSDPipeline
+
+from .student_export import StudentExport
 
 __all__ = ["export_pipeline", "fold_guidance"]
 
@@ -51,8 +54,6 @@ def fold_guidance(net, w: float, eta: float = 0.0):
 
 
 def lcm_scheduler(bb, meta: dict):
-    from diffusers import LCMScheduler
-
     cfg = dict(bb.scheduler_config)
     cfg.update(
         prediction_type=bb.prediction_type,
@@ -71,14 +72,11 @@ def lcm_scheduler(bb, meta: dict):
 
 def export_pipeline(export_dir, out_dir, guidance: float | None = None, eta: float | None = None) -> Path:
     """Write ``out_dir`` (a diffusers ``TextToVideoSDPipeline`` folder); returns it."""
-    from diffusers import TextToVideoSDPipeline
-
-    from .backbones.unet3d import UNet3DBackbone
-    from .sample import load_student
-
-    bb, net, meta = load_student(export_dir)
-    if not isinstance(bb, UNet3DBackbone):
-        raise ValueError(f"diffusers pipeline export needs a UNet3D (diffusers) student, got {type(bb).__name__}")
+    ex = StudentExport.resolve(export_dir)
+    (bb, net), meta = ex.load(), ex.meta
+    problem = bb.diffusers_export_problem()
+    if problem:
+        raise ValueError(f"no diffusers pipeline for the student {str(ex.dir)!r}: {problem}")
     w = float(meta.get("guidance", 7.5) if guidance is None else guidance)
     e = float(meta.get("eta", 0.0) if eta is None else eta)
     pipe = TextToVideoSDPipeline(vae=bb.vae, text_encoder=bb.text_encoder, tokenizer=bb.tokenizer,

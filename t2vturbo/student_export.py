@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
+
+from .backbones import load_backbone
 
 log = logging.getLogger("t2vturbo")
 
@@ -60,8 +63,15 @@ class StudentExport:
             path = found
         d = Path(path)
         for cand in (d, d / "export"):
-            if (cand / STUDENT_META).is_file():
-                return cls(cand, json.loads((cand / STUDENT_META).read_text()))
+            meta_f = cand / STUDENT_META
+            if meta_f.is_file():
+                try:
+                    meta = json.loads(meta_f.read_text())
+                except (OSError, ValueError) as e:
+                    raise FileNotFoundError(f"cannot read the student export {str(meta_f)!r}: {e}") from None
+                if not isinstance(meta, dict):
+                    raise FileNotFoundError(f"{str(meta_f)!r} is not a student export's meta (a JSON object)")
+                return cls(cand, meta)
         raise FileNotFoundError(
             f"{str(d)!r} is not a t2vturbo student: expected {STUDENT_META} and {STUDENT_FILE} "
             "(written to OUTPUT_DIR/export by `python -m t2vturbo.distill`)"
@@ -93,8 +103,6 @@ class StudentExport:
 
     def load_teacher(self, device="cpu"):
         """The teacher backbone the student was distilled from (``teacher_path``, ``backbone_kwargs``)."""
-        from .backbones import load_backbone
-
         m = self.meta
         return load_backbone(m.get("family", "unet3d"), m["teacher_path"], **m.get("backbone_kwargs", {})).to(device)
 
@@ -121,8 +129,6 @@ class StudentExport:
     @staticmethod
     def meta_for(cfg, bb, step: int, weights: str, teacher_path: str) -> dict:
         """The meta of a student trained with config ``cfg`` on backbone ``bb``."""
-        from omegaconf import OmegaConf
-
         o, m = cfg.objective, cfg.model
         return {
             "family": m.family,
@@ -159,8 +165,6 @@ class StudentExport:
 def load_teacher(path=None, device="cpu"):
     """``(backbone, meta)`` of a teacher folder (diffusers layout, ``unet/config.json``) or of a student
     export's teacher (``meta`` is then the export's; ``{}`` for a teacher folder)."""
-    from .backbones import load_backbone
-
     if path is not None and (Path(path) / "unet" / "config.json").exists():
         return load_backbone("unet3d", str(path)).to(device), {}
     try:

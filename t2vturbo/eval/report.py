@@ -38,7 +38,7 @@ import torch
 
 from ..data.shards import expand_shard_urls
 from ..data.toy import held_out_prompts
-from ..sample import load_student
+from ..student_export import StudentExport
 from . import toybench as tb
 from .guidance_response import REFERENCE_STEPS, format_table, guidance_response
 
@@ -122,25 +122,18 @@ def _find_export(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
             f"RUN_DIR {str(d)!r} does not exist (or is not a directory): give a run's output "
             "dir (OUTPUT_DIR, holding export/) or a student export folder"
         )
-    meta_f = tb.find_meta(d)
-    if meta_f is None:
-        raise FileNotFoundError(
-            f"RUN_DIR {str(d)!r} holds no student export: expected t2vturbo_student.json in it or "
-            "in its export/ (written by `python -m t2vturbo.distill` when training ends)"
-        )
     try:
-        meta = json.loads(meta_f.read_text())
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"cannot read the student export {str(meta_f)!r}: {e}") from e
-    if not isinstance(meta, dict):
-        raise FileNotFoundError(f"{str(meta_f)!r} is not a student export's meta (a JSON object)")
-    return meta_f.parent, meta
+        ex = StudentExport.resolve(d)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"RUN_DIR {str(d)!r} holds no usable student export: {e}") from None
+    return ex.dir, ex.meta
 
 
 def _load(export_dir: Path, teacher: str | None, device: str) -> tuple[Any, Any, dict[str, Any], Any, str]:
     """(student's backbone, student, meta, teacher's backbone, teacher path): the teacher is the export's own
     (its ``teacher_path``) unless ``teacher`` names another folder (or export)."""
-    bb, net, meta = load_student(export_dir, device)
+    ex = StudentExport.resolve(export_dir)
+    (bb, net), meta = ex.load(device), ex.meta
     own = str(meta["teacher_path"])
     if teacher is None or Path(teacher).resolve() == Path(own).resolve():
         return bb, net, meta, bb, own

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ..data.toy import held_out_prompts
+from ..sample import sample_student, sample_teacher
+from ..student_export import StudentExport, load_teacher
 from .toy_metrics import aggregate, score_clip
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
     "bootstrap_ci",
     "compare_with",
     "format_comparison",
-    "find_meta",
     "format_summary",
     "load_model",
     "main",
@@ -56,16 +57,6 @@ DEFAULT_GUIDANCE = 7.5
 DEFAULT_STEPS = {"student": 4, "teacher": 50}
 ACCURACY_KEYS = ("score", "color_acc", "shape_acc", "direction_acc")
 BOOTSTRAP_RESAMPLES = 2000
-# Sampling defaults used when neither an export's meta nor the caller says otherwise.
-_DEFAULTS = {
-    "num_frames": 8,
-    "height": 32,
-    "width": 32,
-    "num_ddim_timesteps": 200,
-    "sigma_data": 0.5,
-    "timestep_scaling": 10.0,
-    "eta": 0.0,
-}
 
 
 def select_prompts(num_prompts: int | None = None, seed: int = 0) -> list[str]:
@@ -218,14 +209,7 @@ def run_toybench(
     The student is sampled in eval mode and its train/eval flags are restored afterwards.
     With ``return_samples`` the per-clip results are included under ``"samples"``.
     """
-    from ..sample import sample_student, sample_teacher
-
-    meta = dict(meta or {})
-
-    def opt(name: str, value):
-        if value is not None:
-            return value
-        return meta.get(name, _DEFAULTS[name])
+    opt = StudentExport(Path(), dict(meta or {})).get
 
     nf, h, w = int(opt("num_frames", num_frames)), int(opt("height", height)), int(opt("width", width))
     prompts = list(select_prompts() if prompts is None else prompts)
@@ -296,16 +280,6 @@ def format_summary(res: dict[str, Any], name: str = "") -> str:
     )
 
 
-def find_meta(d: Path) -> Path | None:
-    """The t2vturbo_student.json of a student export ``d`` or of a run dir holding ``d/export``; None if neither."""
-    from ..sample import STUDENT_META
-
-    for cand in (d / STUDENT_META, d / "export" / STUDENT_META):
-        if cand.exists():
-            return cand
-    return None
-
-
 def student_guidance(meta: dict[str, Any] | None) -> float:
     """The w a student is sampled at unless told otherwise: its export's (the middle of its training range)."""
     return float((meta or {}).get("guidance", DEFAULT_GUIDANCE))
@@ -315,28 +289,12 @@ def load_model(checkpoint: str | Path | None, teacher: bool = False,
                device: str | torch.device = "cpu") -> tuple[Any, Any, dict[str, Any], Path]:
     """(bb, net or None, meta, checkpoint path): the student export ``checkpoint`` (or a run's output dir; default:
     the newest export under outputs/), or with ``teacher`` a teacher folder or the teacher of an export."""
-    from ..backbones import load_backbone
-    from ..sample import find_latest_export, load_student
-
-    ckpt = Path(checkpoint) if checkpoint else find_latest_export()
-    if ckpt is None:
-        raise FileNotFoundError(
-            "no distilled student found under outputs/: run `make distill` (or pass --checkpoint DIR)"
-        )
-    if not teacher:
-        bb, net, meta = load_student(ckpt, device)
-        return bb, net, meta, ckpt
-    if (ckpt / "unet" / "config.json").exists():  # a teacher folder itself
-        return load_backbone("unet3d", str(ckpt)).to(device), None, {}, ckpt
-    meta_f = find_meta(ckpt)
-    if meta_f is None:
-        raise FileNotFoundError(
-            f"{str(ckpt)!r} is neither a teacher folder (unet/config.json) nor a student export "
-            "(t2vturbo_student.json)"
-        )
-    meta = json.loads(meta_f.read_text())
-    bb = load_backbone(meta.get("family", "unet3d"), meta["teacher_path"]).to(device)
-    return bb, None, meta, ckpt
+    if teacher:
+        bb, meta = load_teacher(checkpoint, device)
+        return bb, None, meta, Path(checkpoint) if checkpoint else Path(meta.get("teacher_path", ""))
+    ex = StudentExport.resolve(checkpoint)
+    bb, net = ex.load(device)
+    return bb, net, ex.meta, Path(checkpoint) if checkpoint else ex.dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:

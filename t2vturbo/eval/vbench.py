@@ -415,9 +415,6 @@ def generate_videos(sample_fn: Callable[[str, int], Any], jobs: Sequence[Job], o
 
 # --------------------------------------------------------------------------- models
 
-_DEFAULTS = {"num_frames": 8, "height": 32, "width": 32, "num_ddim_timesteps": 200, "sigma_data": 0.5,
-             "timestep_scaling": 10.0}
-
 
 def load_sampler(checkpoint: str | os.PathLike | None, teacher: bool = False, *, device: str = "cpu",
                  steps: int | None = None, guidance: float | None = None, eta: float = 0.0,
@@ -429,31 +426,21 @@ def load_sampler(checkpoint: str | os.PathLike | None, teacher: bool = False, *,
     under ``outputs/``); with ``teacher=True`` a teacher folder (``unet/config.json``) or an export
     (its ``teacher_path`` is used).  ``settings`` holds everything that determines the samples.
     """
+    # the models (torch, diffusers) load only here: scoring and tables run without them
     import torch
 
-    from ..backbones import load_backbone
-    from ..sample import STUDENT_META, find_latest_export, load_student, sample_student, sample_teacher
+    from ..sample import sample_student, sample_teacher
+    from ..student_export import StudentExport, load_teacher
 
-    ckpt = Path(checkpoint) if checkpoint else find_latest_export()
-    if ckpt is None:
-        raise FileNotFoundError("no distilled student found under outputs/: run `make distill` or pass --checkpoint DIR")
     net = None
-    if not teacher:
-        bb, net, meta = load_student(ckpt, device)
-    elif (ckpt / "unet" / "config.json").exists():
-        bb, meta = load_backbone("unet3d", str(ckpt)).to(device), {}
-    else:
-        meta_f = next((c for c in (ckpt / STUDENT_META, ckpt / "export" / STUDENT_META) if c.exists()), None)
-        if meta_f is None:
-            raise FileNotFoundError(f"{str(ckpt)!r} is neither a teacher folder (unet/config.json) nor a student "
-                                    f"export ({STUDENT_META})")
-        meta = json.loads(meta_f.read_text())
-        bb = load_backbone(meta.get("family", "unet3d"), meta["teacher_path"]).to(device)
-    if net is None:
+    if teacher:
+        bb, meta = load_teacher(checkpoint, device)
+        ckpt = Path(checkpoint) if checkpoint else Path(meta["teacher_path"])
         bb.teacher.eval()
-
-    def opt(name: str, value: Any) -> Any:
-        return value if value is not None else meta.get(name, _DEFAULTS[name])
+    else:
+        ex = StudentExport.resolve(checkpoint)
+        (bb, net), meta, ckpt = ex.load(device), ex.meta, ex.dir
+    opt = StudentExport(Path(), meta).get
 
     settings: dict[str, Any] = {
         "who": "teacher" if teacher else "student",

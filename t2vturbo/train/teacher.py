@@ -97,12 +97,13 @@ class OnlineTeacher:
                                       score, guided, lam)
 
     def __call__(self, obj, batch) -> SolverStep:
+        """The step of a training batch: ``video`` [B, F, 3, H, W] and ``caption`` (encoded here), or already
+        encoded ``latents`` z0 / ``cond`` (/ ``uncond``), and ``positions`` (they key the draws)."""
         bb, dtype = self.bb, self.dtype or torch.float32
-        video = batch["video"]
         dev = bb.device
-        z0 = bb.encode_video(video.to(dev, dtype))
-        cond = bb.encode_text(batch["caption"])
-        uncond = bb.null_cond(len(batch["caption"]))
+        z0 = batch["latents"] if "latents" in batch else bb.encode_video(batch["video"].to(dev, dtype))
+        cond = batch["cond"] if "cond" in batch else bb.encode_text(batch["caption"])
+        uncond = batch["uncond"] if "uncond" in batch else bb.null_cond(cond.shape[0])
         d = obj.draws(batch["positions"], tuple(z0.shape[1:]))
         t_start, t_end = (x.to(dev) for x in solver_pair(d.index, obj.grid, obj.cfg.skip))
         w = d.w.to(dev)

@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 from data_recipes.toy_world import write_toy_shards
 from t2vturbo.backbones.unet3d import UNet3DBackbone, write_tiny_model_dir
 from t2vturbo.data.shards import ClipStream, collate_clips
+from t2vturbo.diffusion import Parameterisation
 from t2vturbo.guidance import MotionGuidance
 from t2vturbo.precompute import precompute, split_config
-from t2vturbo.diffusion import Parameterisation
 from t2vturbo.train.objectives import ConsistencyDistillation
 from t2vturbo.train.teacher import StoredTeacher
 

@@ -165,7 +165,7 @@ def test_missing_or_invalid_run_dir_names_the_path(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert rp.main([str(empty)]) == 2
-    assert f"RUN_DIR {str(empty)!r} holds no student export" in capsys.readouterr().err
+    assert f"RUN_DIR {str(empty)!r} holds no usable student export" in capsys.readouterr().err
     (empty / "export").mkdir()
     (empty / "export" / "t2vturbo_student.json").write_text("{not json")
     assert rp.main([str(empty)]) == 2

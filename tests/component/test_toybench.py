@@ -278,8 +278,6 @@ def test_select_prompts_is_a_seeded_shuffle():
 
 def test_run_toybench_pipeline_with_a_perfect_sampler(monkeypatch):
     """Batching / prompt bookkeeping: a sampler that renders the true clips scores 1.0."""
-    import t2vturbo.sample as sample_mod
-
     calls = []
 
     def fake_teacher(bb, prompts, steps=50, guidance=7.5, num_frames=8, height=32, width=32, seed=0, **kw):
@@ -287,7 +285,7 @@ def test_run_toybench_pipeline_with_a_perfect_sampler(monkeypatch):
         vids = [gt_clip(p, seed, True, num_frames, height)[0] for p in prompts]
         return torch.from_numpy(np.stack(vids)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
 
-    monkeypatch.setattr(sample_mod, "sample_teacher", fake_teacher)
+    monkeypatch.setattr(tb, "sample_teacher", fake_teacher)
     prompts = tb.select_prompts(9, seed=3)
     res = tb.run_toybench(object(), None, steps=3, guidance=2.0, prompts=prompts, samples_per_prompt=2,
                           batch_size=4, seed=10, return_samples=True)
@@ -311,8 +309,6 @@ def test_run_toybench_pipeline_with_a_perfect_sampler(monkeypatch):
 
 def test_student_eta_comes_from_the_export_unless_given(monkeypatch):
     """A motion-guided student is sampled at its export's eta (the strength it was trained with)."""
-    import t2vturbo.sample as sample_mod
-
     etas = []
 
     def fake_student(bb, net, prompts, steps=4, eta=0.0, seed=0, num_frames=8, height=32, width=32, **kw):
@@ -320,7 +316,7 @@ def test_student_eta_comes_from_the_export_unless_given(monkeypatch):
         vids = [gt_clip(p, seed, True, num_frames, height)[0] for p in prompts]
         return torch.from_numpy(np.stack(vids)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
 
-    monkeypatch.setattr(sample_mod, "sample_student", fake_student)
+    monkeypatch.setattr(tb, "sample_student", fake_student)
     prompts = tb.select_prompts(2)
     res = tb.run_toybench(object(), torch.nn.Identity(), steps=4, prompts=prompts, meta={"eta": 0.05})
     assert etas == [0.05] and res["eta"] == 0.05 and res["who"] == "student"

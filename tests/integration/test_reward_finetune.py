@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from t2vturbo.config import ConfigError, validate
-from t2vturbo.diffusion import consistency_sample, ddim_sample, ddim_sampling_timesteps, lcm_sampling_timesteps
+from t2vturbo.diffusion import (
+    consistency_sample,
+    ddim_sample,
+    ddim_sampling_timesteps,
+    lcm_sampling_timesteps,
+)
 from t2vturbo.diffusion.consistency import boundary_form
 from t2vturbo.diffusion.schedules import alpha_sigma, to_x0_eps
 from t2vturbo.diffusion.solvers import ddim_step
