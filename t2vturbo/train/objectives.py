@@ -9,6 +9,9 @@ micro-batch. Registered objectives (``objective.name``):
 * ``diffusion`` -- :class:`DiffusionTraining`, plain denoising training of a (toy) teacher;
 * ``reward_finetune`` -- :class:`~t2vturbo.train.reward_finetune.RewardFinetune`, VADER mode.
 
+A new objective is a class with that protocol and a builder registered with ``@register("name")`` (plus
+its config dataclass in :mod:`t2vturbo.config`).
+
 The whole consistency-distillation step is :meth:`ConsistencyDistillation.loss`; the augmented teacher
 solver it calls lives in :mod:`t2vturbo.train.teacher` (online teacher, or stored teacher outputs).
 """
@@ -26,9 +29,11 @@ from torch import nn
 from ..config import ConfigError
 from ..diffusion import Parameterisation, consistency_loss, training_target
 from ..guidance import MotionGuidance
+from ..student_export import StudentExport
 from .draws import Draws, draw, sample_generator
 from .ema import EMA
 from .lora import add_lora, mark_trainable
+from .reward_finetune import RewardFinetune
 from .reward_term import RewardTerm
 from .teacher import OnlineTeacher, SolverStep, StoredTeacher
 
@@ -271,8 +276,6 @@ def build_diffusion(cfg, bb, ctx: RunContext) -> DiffusionTraining:
 
 @register("reward_finetune")
 def build_reward_finetune(cfg, bb, ctx: RunContext):
-    from .reward_finetune import RewardFinetune  # VADER mode imports its samplers only when used
-
     o, lcfg = cfg.objective, cfg.model.lora
     obj = RewardFinetune(o, bb, cfg.seed, bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width))
     obj.reward_term = reward_term(cfg, bb, ctx)
@@ -280,8 +283,6 @@ def build_reward_finetune(cfg, bb, ctx: RunContext):
     if obj.trains_student:
         module = bb.make_student()
         if o.init_from:
-            from ..student_export import StudentExport
-
             StudentExport.resolve(o.init_from).load_into(module, teacher_path=getattr(bb, "model_dir", None))
         if lcfg.enabled:
             add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)

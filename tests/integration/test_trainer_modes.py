@@ -202,6 +202,7 @@ def test_mixture_flags_reach_the_reward_term_and_motion_guidance(tiny_teacher_di
 
     from data_recipes.toy_world import write_toy_shards
     from t2vturbo.guidance.motion import MotionGuidance
+    from t2vturbo.train.data_feed import DataFeed
     from t2vturbo.train.reward_term import RewardTerm
     from t2vturbo.train.trainer import Trainer
 
@@ -240,14 +241,14 @@ def test_mixture_flags_reach_the_reward_term_and_motion_guidance(tiny_teacher_di
                   "eval_every": 0},
     })
     metas = []
-    orig_batch = Trainer.batch
+    orig_batch = DataFeed.batch
 
-    def batch(self, positions):
-        out = orig_batch(self, positions)
+    def batch(self, micro):
+        out = orig_batch(self, micro)
         metas.append(out)
         return out
 
-    monkeypatch.setattr(Trainer, "batch", batch)
+    monkeypatch.setattr(DataFeed, "batch", batch)
     Trainer(cfg).train()
     assert len(metas) == 2 and len(seen_reward) == 2
     for bt, (prompts, flags) in zip(metas, seen_reward):
