@@ -450,6 +450,7 @@ def test_tiny_distillation_through_the_trainer_then_sampling(tmp_path, monkeypat
     for every backbone). Then the export samples: teacher DDIM + CFG, student in 4 steps."""
     from t2vturbo.config import validate
     from t2vturbo.sample import load_student, sample_student, sample_teacher
+    from t2vturbo.train.data_feed import DataFeed
     from t2vturbo.train.trainer import Trainer
 
     teacher_dir = _official_ckpt(tiny_backbone(seed=1), tmp_path / "teacher")
@@ -461,7 +462,7 @@ def test_tiny_distillation_through_the_trainer_then_sampling(tmp_path, monkeypat
         "train": {"max_steps": 10, "micro_batch_size": 2, "lr": 1e-3, "log_every": 1, "progress": False,
                   "ckpt_every": 0, "eval_every": 0},
     })
-    monkeypatch.setattr(Trainer, "positions", lambda self, micro: [0, 1])
+    monkeypatch.setattr(DataFeed, "positions", lambda self, micro: [0, 1])
     trainer = Trainer(cfg)
     assert isinstance(trainer.bb, VideoCrafter2Backbone)
     assert trainer.train() == 10

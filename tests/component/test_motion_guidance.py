@@ -393,7 +393,9 @@ def test_inversion_batches_per_sample_targets_and_strides(bb, inputs):
 # Config and the objective's hook
 # ---------------------------------------------------------------------------------------------
 def test_motion_yaml_builds_guidance(bb):
-    cfg = OmegaConf.load(ROOT / "conf" / "guidance" / "motion.yaml")
+    from t2vturbo.config import validate  # the yaml holds only what differs from GuidanceConfig's defaults
+
+    cfg = validate({"guidance": OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "guidance" / "motion.yaml"))}).guidance
     assert cfg.motion is True
     mg = MotionGuidance.from_config(cfg, bb, ddim_grid(200), seed=0)
     assert (mg.lam, mg.tau, mg.reference, mg.topk) == (LAMBDA, 0.5, "invert", 1)
