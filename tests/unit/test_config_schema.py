@@ -344,3 +344,15 @@ def test_precompute_options_are_in_the_schema(hydra_conf, tmp_path):
         )
     with pytest.raises(ConfigError, match="precompute reads clip shards"):
         split_config(_compose("precompute.out=x"))
+
+
+def test_model_family_choices_are_the_family_registry():
+    """config.py's Literal of model.family and backbones.FAMILIES name the same families."""
+    import typing
+
+    from t2vturbo.backbones import FAMILIES
+    from t2vturbo.config import ModelConfig
+
+    hint = typing.get_type_hints(ModelConfig, include_extras=True)["family"]
+    (literal,) = [m for m in hint.__metadata__ if typing.get_origin(m) is typing.Literal]
+    assert set(typing.get_args(literal)) == set(FAMILIES)
