@@ -24,6 +24,8 @@ import math
 import sys
 from pathlib import Path
 
+import yaml
+
 #: Metrics shown first (when present); the rest follow alphabetically.
 FIRST = ["step", "loss", "loss_cd"]
 #: Per-step bookkeeping that says little about the final result.
@@ -50,8 +52,6 @@ def read_overrides(run_dir: Path) -> list[str]:
     f = run_dir / ".hydra" / "overrides.yaml"
     if not f.exists():
         return []
-    import yaml
-
     return [str(o) for o in (yaml.safe_load(f.read_text()) or [])]
 
 

@@ -57,7 +57,7 @@ class TinyModelConfig:
     # unet3d: UNet3DConditionModel | motion: UNetMotionModel (frame-position-aware temporal attention)
     unet: Annotated[str, Literal["unet3d", "motion"]] = "unet3d"
     # Std of the (frozen, random) text encoder's token embeddings; null keeps CLIP's init (0.02), under
-    # which "left" and "right" give nearly the same prompt embedding (docs/BENCHMARKS.md, "The toy teacher").
+    # which "left" and "right" give nearly the same prompt embedding (docs/log/toy-teacher.md).
     text_token_std: float | None = None
 
 
@@ -124,7 +124,7 @@ class DataConfig:
     num_samples: int = 1_000_000  # epoch length of the toy world / the nominal length of a shard stream
     textured: bool = False  # toy only: textured shapes and backgrounds
     # toy only: draw directions from this subset (null: all). A curriculum for the toy teacher: an uneven
-    # subset first breaks the left/right symmetry that stalls direction learning (docs/BENCHMARKS.md).
+    # subset first breaks the left/right symmetry that stalls direction learning (docs/log/toy-teacher.md).
     directions: Annotated[list[str] | None, Literal["left", "right", "up", "down", "still"]] = None
     caption_dropout: float = 0.1  # diffusion objective only (CFG training): empty-prompt probability
     num_workers: int = 0  # DataLoader workers per rank
@@ -185,7 +185,7 @@ class DiffusionConfig(ObjectiveConfig):
 
     name: Annotated[str, Literal["diffusion"]] = "diffusion"
     # t ~ U{min_timestep .. T-1}; > 0 trains only the noisier end (e.g. fine-tuning what a toy teacher
-    # decides from the prompt alone, docs/BENCHMARKS.md)
+    # decides from the prompt alone, docs/log/toy-teacher.md)
     min_timestep: Annotated[int, Range(0)] = 0
 
 

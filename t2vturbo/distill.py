@@ -20,6 +20,8 @@ import subprocess
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from .config import ConfigError, validate
@@ -84,9 +86,6 @@ def slurm_dist_env(env=os.environ) -> dict[str, str]:
 
 def _multirun_output_dir(cfg: DictConfig) -> None:
     """In a multirun, train into the job's own dir unless its overrides name output_dir."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
@@ -108,6 +107,8 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
+    # lazy: t2vturbo.backbones imports torch, diffusers and transformers (~5 s); --help and config
+    # errors (above) stay fast
     from .backbones import check_paths
 
     try:
@@ -116,6 +117,7 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     os.environ.update(slurm_dist_env())
+    # lazy: the trainer pulls in torch, deepspeed, diffusers, transformers and peft (see check_paths)
     from .train.trainer import Trainer
 
     trainer = Trainer(vcfg)

@@ -26,6 +26,7 @@ pipeline class directly, passing the VAE).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -42,8 +43,6 @@ __all__ = ["export_pipeline", "fold_guidance"]
 def fold_guidance(net, w: float, eta: float = 0.0):
     """The student's UNet with the (w, eta) embedding folded into ``time_embedding.linear_2.bias``
     (a new module; ``net`` is unchanged)."""
-    import copy
-
     unet = copy.deepcopy(net.base.unet)
     extra = net.guidance_embedding(torch.tensor([float(w)]), torch.tensor([float(eta)]))[0]
     lin = unet.time_embedding.linear_2

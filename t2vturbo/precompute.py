@@ -43,11 +43,15 @@ import sys
 import tarfile
 from pathlib import Path
 
+import hydra
 import torch
+import webdataset as wds
 from omegaconf import DictConfig
+from safetensors.torch import load, save
 
 from .backbones import build_backbone, check_paths
 from .config import ConfigError, validate
+from .data.shards import ClipStream, _Skip, expand_shard_urls
 from .diffusion import Parameterisation, solver_pair
 from .guidance import MotionGuidance
 from .train.objectives import ConsistencyDistillation
@@ -80,8 +84,6 @@ def chunk_of(urls: list[str], index: int, num: int) -> tuple[int, int]:
 def count_samples(url: str) -> int:
     """Number of samples (distinct keys with an ``.mp4``) in a shard, reading only tar headers
     of local files (streams for other URLs)."""
-    import webdataset as wds
-
     keys = set()
     if os.path.exists(url):
         with tarfile.open(url, "r:") as tf:
@@ -105,8 +107,6 @@ def shard_stem(url: str) -> str:
 
 
 def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
     return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
 
 
@@ -171,8 +171,6 @@ class Precomputer:
 
 
 def _write_part(path: Path, samples: list[dict]) -> None:
-    import webdataset as wds
-
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         w = wds.TarWriter(f, encoder=False)
@@ -186,8 +184,6 @@ def _write_part(path: Path, samples: list[dict]) -> None:
 
 def _precompute_shard(cfg, pre: DictConfig, worker: Precomputer, url: str, out: Path, offset: int, summary: dict):
     """One source shard -> its output parts. Returns (number of source samples, part paths)."""
-    from .data.shards import ClipStream, _Skip
-
     d = cfg.data
     stem = shard_stem(url)
     shard_size = int(pre["shard_size"])
@@ -275,8 +271,6 @@ def _precompute_shard(cfg, pre: DictConfig, worker: Precomputer, url: str, out: 
 
 def precompute(cfg, pre: DictConfig) -> dict:
     """Run one chunk. Returns ``{"written": [...], "skipped": [...], "clips": N, "skips": {...}}``."""
-    from .data.shards import expand_shard_urls
-
     urls = expand_shard_urls(cfg.data.urls)
     lo, hi = chunk_of(urls, int(pre["shard_index"]), int(pre["num_shard_lists"]))
     out = Path(pre["out"])
@@ -306,8 +300,6 @@ def precompute(cfg, pre: DictConfig) -> dict:
 
 def read_pre(data: bytes) -> dict[str, torch.Tensor]:
     """The tensors of one ``{key}.pre.safetensors`` member."""
-    from safetensors.torch import load
-
     return load(data)
 
 
@@ -325,8 +317,6 @@ def _main(cfg) -> dict:
 
 
 def main():
-    import hydra
-
     hydra.main(version_base="1.3", config_path="../conf", config_name="config")(_main)()
 
 

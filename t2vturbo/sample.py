@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .data.video_io import write_video
 from .diffusion import Parameterisation, apply_cfg, multistep_consistency_sample, ode_sample
 from .student_export import STUDENT_FILE, STUDENT_META, StudentExport, find_latest_export, load_teacher
 
@@ -136,8 +137,6 @@ def main(argv=None):
     else:
         video = sample_student(bb, net, prompts, steps=args.steps, guidance=guidance,
                                **{**cm, "eta": float(ex.get("eta", args.eta))}, **kw)
-    from .data.video_io import write_video
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     who = "teacher" if args.teacher else "student"

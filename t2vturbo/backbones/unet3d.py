@@ -21,7 +21,12 @@ import os
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, UNet3DConditionModel, UNetMotionModel
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from ..diffusion import make_alphas_cumprod
 from .base import GuidedDenoiser, VideoBackbone, encode_frames
@@ -53,8 +58,6 @@ def _checkpointed_class(cls: type) -> type:
     """A subclass of ``cls`` whose forward is recomputed in backward while grad is enabled.
     (A class, not an instance attribute, so ``copy.deepcopy`` of the model stays correct.)"""
     if cls not in _CKPT_CLASSES:
-        from torch.utils.checkpoint import checkpoint
-
         def forward(self, *args, **kwargs):
             if torch.is_grad_enabled():
                 return checkpoint(super(sub, self).forward, *args, use_reentrant=False, **kwargs)
@@ -102,8 +105,6 @@ def check_model_dir(path: str | os.PathLike) -> Path:
 def _load_unet(unet_dir: Path, dtype=torch.float32):
     """UNet3DConditionModel (ModelScope layout) or UNetMotionModel (AnimateDiff-style motion modules with
     sinusoidal frame positions), chosen by ``unet/config.json``'s ``_class_name``."""
-    from diffusers import UNet3DConditionModel, UNetMotionModel
-
     cls_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name", "UNet3DConditionModel")
     cls = {"UNet3DConditionModel": UNet3DConditionModel, "UNetMotionModel": UNetMotionModel}.get(cls_name)
     if cls is None:
@@ -116,8 +117,6 @@ def _load_vae(vae_dir: Path):
     cfg = json.loads((vae_dir / "config.json").read_text())
     if cfg.get("_class_name") == PixelUnshuffleVAE.__name__:
         return PixelUnshuffleVAE.from_pretrained(vae_dir)
-    from diffusers import AutoencoderKL
-
     return AutoencoderKL.from_pretrained(vae_dir)
 
 
@@ -174,16 +173,12 @@ class UNet3DBackbone(VideoBackbone):
 
     def diffusers_export_problem(self) -> str | None:
         """None when the student can be written as a plain diffusers pipeline (a diffusers VAE), else why not."""
-        from diffusers import AutoencoderKL
-
         if not isinstance(self.vae, AutoencoderKL):
             return f"needs a diffusers AutoencoderKL VAE (have {type(self.vae).__name__})"
         return None
 
     @classmethod
     def from_pretrained(cls, path, gradient_checkpointing: bool = False, dtype=torch.float32):
-        from transformers import AutoTokenizer, CLIPTextModel
-
         p = check_model_dir(path)
         unet = _load_unet(p / "unet", dtype)
         vae = _load_vae(p / "vae").to(dtype)
@@ -282,10 +277,6 @@ TOY_WORDS = (
 
 def build_word_tokenizer(words=TOY_WORDS, max_length: int = 16):
     """A word-level tokenizer built locally (no hub): [PAD]=0, [UNK]=1, [BOS]=2, [EOS]=3, then words."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3}
     for w in words:
         vocab.setdefault(w.lower(), len(vocab))
@@ -348,9 +339,6 @@ def tiny_components(
     differ in one word to nearly the same states, and a UNet trained on it cannot tell "moving left"
     from "moving right"; std 1 makes every word's embedding distinct (the toy teacher uses 1.0).
     """
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer()
     te_cfg = CLIPTextConfig(
@@ -402,8 +390,6 @@ def tiny_components(
         cross_attention_dim=text_dim,
     )
     if unet == "motion":
-        from diffusers import UNetMotionModel
-
         heads = tuple(max(1, c // attention_head_dim) for c in block_out_channels)
         net = UNetMotionModel(**layout, num_attention_heads=heads, motion_num_attention_heads=heads,
                               motion_max_seq_length=32)

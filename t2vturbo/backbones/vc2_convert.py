@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 # ---------------------------------------------------------------------------------------------
 # VAE
@@ -312,8 +313,6 @@ def read_state_dict(file: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint {str(file)!r} does not exist")
     if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(file))
     try:
         try:

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -372,8 +373,6 @@ class VC2UNet(nn.Module):
 
     def _run(self, stage, h, emb, context, num_frames):
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
             return checkpoint(stage, h, emb, context, num_frames, use_reentrant=False)
         return stage(h, emb, context, num_frames)
 

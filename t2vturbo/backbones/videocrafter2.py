@@ -37,13 +37,18 @@ sampling script uses 28 (``scripts/run_text2video.sh``). Config key: ``model.fps
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import save_file
 from torch import nn
+from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..diffusion import make_alphas_cumprod
 from .base import GuidedDenoiser, VideoBackbone, encode_frames
@@ -137,8 +142,6 @@ def _build(cls, *args, **kwargs):
 
 
 def _build_text_encoder(cfg: dict):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     return _build(CLIPTextModel, CLIPTextConfig(**cfg))
 
 
@@ -155,16 +158,12 @@ def load_tokenizer(folder):
     tokenizer_config.json), bare ``vocab.json`` + ``merges.txt``, or open_clip's own
     ``bpe_simple_vocab_16e6.txt.gz`` (the same vocabulary: bytes, bytes + '</w>', 48894 merges,
     start/end of text = ids 49406/49407)."""
-    from transformers import AutoTokenizer, CLIPTokenizer
-
     d = Path(folder)
     if (d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(d))
     if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
         return CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77)
     if (d / OPEN_CLIP_BPE).is_file():
-        import gzip
-
         lines = gzip.open(d / OPEN_CLIP_BPE).read().decode("utf-8").split("\n")
         return write_clip_bpe(None, lines[1 : 49152 - 256 - 2 + 1])
     raise FileNotFoundError(
@@ -225,8 +224,6 @@ class VideoCrafter2Backbone(VideoBackbone):
     def from_pretrained(cls, path, tokenizer_path=None, fps: int = DEFAULT_FPS, gradient_checkpointing: bool = False,
                         dtype=torch.float32):
         """Load the official ``model.ckpt`` (or ``.safetensors``) + tokenizer (see module docstring)."""
-        from diffusers import AutoencoderKL
-
         ckpt, tok_dir, root = resolve_paths(path, tokenizer_path)
         config = official_config()
         if (root / CONFIG_FILE).is_file():
@@ -315,8 +312,6 @@ class VideoCrafter2Backbone(VideoBackbone):
         p.mkdir(parents=True, exist_ok=True)
         sd = self.official_state_dict(unet)
         if filename.endswith(".safetensors"):
-            from safetensors.torch import save_file
-
             save_file(sd, str(p / filename))
         else:
             torch.save({"state_dict": sd}, p / filename)
@@ -409,10 +404,6 @@ def write_clip_bpe(folder: str | os.PathLike | None, merges):
     """A CLIP BPE tokenizer from its merges: vocabulary = CLIP's byte alphabet (ids 0-511, id 0 =
     '!'), the merged symbols, then <|startoftext|>/<|endoftext|>; written to ``folder`` (or a
     temp dir) as vocab.json + merges.txt."""
-    import tempfile
-
-    from transformers import CLIPTokenizer
-
     merges = [m for m in merges if m.strip()]
     chars = _bytes_to_unicode()
     vocab = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges]
@@ -460,9 +451,6 @@ def tiny_config(model_channels: int = 16, channel_mult=(1, 2), num_res_blocks: i
 def tiny_backbone(seed: int = 0, fps: int = DEFAULT_FPS, gradient_checkpointing: bool = False,
                   **config_kwargs) -> VideoCrafter2Backbone:
     """A tiny random VideoCrafter2 (same classes, small sizes; CPU friendly)."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     tokenizer = build_tiny_clip_tokenizer()
     config_kwargs.setdefault("vocab_size", len(tokenizer))
     cfg = tiny_config(**config_kwargs)

@@ -35,8 +35,10 @@ import os
 import re
 from pathlib import Path
 
+import diffusers
 import torch
 from torch import nn
+from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
 from ..diffusion.flow import time_shift
 from .base import GuidedDenoiser, VideoBackbone
@@ -83,7 +85,7 @@ def flow_shift_from_config(sc: dict) -> float:
 def clean_prompt(text: str) -> str:
     """WanPipeline's prompt cleaning: ftfy (if installed), html-unescape twice, collapse whitespace."""
     try:
-        import ftfy
+        import ftfy  # optional: not a t2vturbo dependency (WanPipeline also uses it only when installed)
 
         text = ftfy.fix_text(text)
     except ImportError:
@@ -170,8 +172,9 @@ class WanBackbone(VideoBackbone):
                         vae_dtype=torch.float32):
         """Load a diffusers-layout folder; transformer and text encoder in ``dtype`` (loaded directly in it:
         the umt5-xxl encoder is ~5.7 B parameters), the VAE in ``vae_dtype`` (diffusers recommends float32)."""
+        # optional: Wan needs diffusers >= 0.33 (pyproject allows >= 0.32); at module level its absence
+        # would break `import t2vturbo.backbones` for every family
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
-        from transformers import AutoTokenizer, UMT5EncoderModel
 
         p = check_wan_dir(path)
         transformer = WanTransformer3DModel.from_pretrained(p / "transformer", torch_dtype=dtype)
@@ -186,8 +189,6 @@ class WanBackbone(VideoBackbone):
     def save_pretrained(self, path, transformer: nn.Module | None = None):
         """Write the diffusers layout (optionally with another transformer, e.g. a trained one), with a
         ``model_index.json`` so that ``diffusers.WanPipeline.from_pretrained`` reads the folder too."""
-        import diffusers
-
         p = Path(path)
         (transformer or self.teacher.transformer).save_pretrained(p / "transformer")
         self.vae.save_pretrained(p / "vae")
@@ -309,8 +310,8 @@ def tiny_wan_components(seed: int = 0, z_dim: int = 4, text_dim: int = 32, heads
                         num_layers: int = 2, vae_base_dim: int = 8, flow_shift: float = 3.0):
     """(transformer, vae, text_encoder, tokenizer, scheduler_config) with tiny random configs of the real
     classes: the VAE keeps Wan's factors (4 in time, 8 in space) and non-trivial latents_mean/std."""
+    # optional: Wan needs diffusers >= 0.33 (see WanBackbone.from_pretrained)
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer()

@@ -95,10 +95,12 @@ import zlib
 from collections import Counter
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds
+from safetensors.torch import load as st_load
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import group_by_keys, tar_file_expander
@@ -553,14 +555,13 @@ class ClipStream(IterableDataset):
                     raise _Skip("bad_safetensors", f"{k}: bad header")
                 continue
             try:
-                from safetensors.torch import load as st_load
-
                 extra[name] = st_load(bytes(v))
             except Exception as exn:
                 raise _Skip("bad_safetensors", f"{k}: {type(exn).__name__}: {exn}") from None
         return cap, meta, extra
 
     def _open_video(self, data: bytes, meta: dict[str, Any], key: str) -> tuple[Any, list[int]]:
+        # optional: decord has no wheels for some platforms (aarch64, macOS arm64); only mp4 decoding needs it
         import decord
 
         try:
@@ -615,8 +616,6 @@ class ClipStream(IterableDataset):
 
     def _decode_pyav(self, data: bytes, idx: list[int], why: str) -> np.ndarray:
         """Fallback decoder: frames ``idx`` (presentation order) as uint8 ``[len(idx), H, W, 3]``."""
-        import av
-
         want, last, got = set(idx), max(idx), {}
         try:
             with av.open(io.BytesIO(data), mode="r") as container:

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.video_io import read_video
 from .toy_metrics import to_uint8_clip
 from .vbench_constants import DYNAMIC_COUNT_PER_16_FRAMES, DYNAMIC_THRESHOLD_AT_256, DYNAMIC_TOP_FRACTION
 
@@ -87,6 +88,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as cv
 
 def _cv2():
     try:
+        # optional: only the flow metrics need OpenCV (flicker / sharpness are numpy); a failed import (none
+        # installed, or a GUI opencv-python without libGL in place of the headless one) gets the hint below
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
@@ -253,8 +256,6 @@ def clip_metrics(clip: Any) -> dict[str, Any]:
 
 def file_metrics(path: str | Path) -> dict[str, Any]:
     """:func:`clip_metrics` of a video file (decoded with :func:`t2vturbo.data.video_io.read_video`)."""
-    from ..data.video_io import read_video
-
     frames = read_video(path)
     if frames.shape[0] == 0:
         raise ValueError(f"{path}: no frames decoded")

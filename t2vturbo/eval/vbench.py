@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .vbench_constants import (
     FLICKER_SAMPLES_PER_PROMPT,
     SAMPLES_PER_PROMPT,
@@ -206,6 +208,7 @@ def _ffmpeg_reason(err: BaseException) -> str:
 def check_video(path: str | os.PathLike, num_frames: int | None = None, height: int | None = None,
                 width: int | None = None) -> str | None:
     """None if ``path`` decodes (with the given frame count / size, where given), else the reason."""
+    # lazy: video_io imports torch; this module stays torch-free (--validate-only --no-decode, the helpers)
     from ..data.video_io import read_video
 
     p = Path(path)
@@ -335,8 +338,6 @@ def validate_layout(videos_dir: str | os.PathLike, counts: Mapping[str, int], *,
                       if n not in present]
     it: Iterable[tuple[str, str]] = to_check
     if decode and progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(to_check, desc="checking videos", unit="video")
     for name, prompt in it:
         reason = check_video(d / name, num_frames, height, width) if decode else None
@@ -368,6 +369,7 @@ def generate_videos(sample_fn: Callable[[str, int], Any], jobs: Sequence[Job], o
     ``"generated"`` or ``"regenerated"`` (an unreadable file was replaced).  ``on_progress(statuses)``
     is called every ``save_every`` videos and at the end (the CLI saves its manifest there).
     """
+    # lazy: video_io imports torch; this module stays torch-free (see check_video)
     from ..data.video_io import write_video
 
     out = Path(out)
@@ -376,8 +378,6 @@ def generate_videos(sample_fn: Callable[[str, int], Any], jobs: Sequence[Job], o
     status: dict[str, str] = {}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(jobs), desc="vbench videos", unit="video")
     counts: Counter[str] = Counter()
     try:
@@ -426,11 +426,11 @@ def load_sampler(checkpoint: str | os.PathLike | None, teacher: bool = False, *,
     under ``outputs/``); with ``teacher=True`` a teacher folder (``unet/config.json``) or an export
     (its ``teacher_path`` is used).  ``settings`` holds everything that determines the samples.
     """
-    # the models (torch, diffusers) load only here: scoring and tables run without them
+    # lazy: the models (torch, diffusers) load only here: scoring and tables run without them
     import torch
 
-    from ..sample import sample_student, sample_teacher
-    from ..student_export import StudentExport, load_teacher
+    from ..sample import sample_student, sample_teacher  # lazy: as above
+    from ..student_export import StudentExport, load_teacher  # lazy: as above
 
     net = None
     if teacher:
@@ -490,7 +490,7 @@ _RESUME_KEYS = ("who", "checkpoint", "steps", "guidance", "eta", "num_frames", "
 
 def _manifest(args, settings: dict[str, Any], jobs: Sequence[Job], counts: Mapping[str, int],
               overrides: Mapping[str, int] | None, status: Mapping[str, str], created: str) -> dict[str, Any]:
-    import torch
+    import torch  # lazy: only for its version; importing this module stays torch-free
 
     return {
         "format": MANIFEST_FORMAT,
@@ -603,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if counts is None:
         ap.error("--prompts is required (except with --validate-only)")
-    import torch
+    import torch  # lazy: only generation needs torch (--validate-only runs without it)
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -44,6 +44,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
+from diffusers.models.attention_processor import Attention
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
 # The decoder's temporal self-attentions. In a ModelScope / VideoCrafter2-shaped UNet3D these are the
@@ -66,8 +69,6 @@ def resolve_unet(model: nn.Module) -> nn.Module:
 
 
 def _is_attention(m: nn.Module) -> bool:
-    from diffusers.models.attention_processor import Attention
-
     return isinstance(m, Attention)
 
 
@@ -77,13 +78,8 @@ def list_temporal_attention_layers(model: nn.Module) -> list[str]:
 
     A native (non-diffusers) UNet declares its own with a ``temporal_attention_layers()`` method
     (and its default selection in ``default_temporal_layers``); see :func:`native_probabilities`."""
-    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
-
-    try:  # UNetMotionModel's motion modules
-        from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
-        temporal = (TransformerTemporalModel, AnimateDiffTransformer3D)
-    except ImportError:  # pragma: no cover - older diffusers
-        temporal = (TransformerTemporalModel,)
+    # AnimateDiffTransformer3D: UNetMotionModel's motion modules (in diffusers since 0.30)
+    temporal = (TransformerTemporalModel, AnimateDiffTransformer3D)
     unet = resolve_unet(model)
     if hasattr(unet, "temporal_attention_layers"):
         return list(unet.temporal_attention_layers())

@@ -54,7 +54,10 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from tokenizers import pre_tokenizers
 from torch import nn
+from transformers import AutoConfig, CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from .base import CLIP_MEAN, CLIP_STD, Reward, normalize, require_files, resize_center_crop, to_unit_range
 from .open_clip_convert import OPEN_CLIP_FILES, load_open_clip_state_dict, open_clip_to_clip_model
@@ -96,8 +99,6 @@ def _has_tokenizer(d: Path) -> bool:
 def load_clip_tokenizer(path: str | os.PathLike, layout_hint: str = ""):
     """``CLIPTokenizer`` from ``path/tokenizer/`` or ``path`` (the first holding ``tokenizer.json``
     or ``vocab.json`` + ``merges.txt``); :class:`FileNotFoundError` naming both otherwise."""
-    from transformers import CLIPTokenizer
-
     root = Path(path).expanduser()
     for d in (root / "tokenizer", root):
         if _has_tokenizer(d):
@@ -119,8 +120,6 @@ def load_clip_folder(
     ``CLIPModel``, or as ``CLIPVisionModelWithProjection`` with ``vision_only=True`` (the folder may
     hold either; a full CLIPModel's text weights are then skipped).  ``eos_token_id`` overrides
     the text config's so pooling happens at the tokenizer's first EOS."""
-    from transformers import AutoConfig, CLIPModel, CLIPVisionModelWithProjection
-
     root = Path(path).expanduser()
     require_files(root, _MODEL_FILES, layout_hint)
     if vision_only:
@@ -144,9 +143,6 @@ def tiny_clip_tokenizer():
     also as an end-of-word symbol ``c</w>``, a few merges, then ``<|startoftext|>`` and
     ``<|endoftext|>`` as the two largest ids (as in the real vocabulary, so open_clip's
     ``argmax`` pooling and "first EOS" pooling agree).  Pad = EOS (transformers' default)."""
-    from tokenizers import pre_tokenizers
-    from transformers import CLIPTokenizer
-
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab: dict[str, int] = {}
     for c in alphabet:
@@ -175,8 +171,6 @@ def tiny_clip_model(
     """A randomly initialised tiny ``CLIPModel`` (or ``CLIPVisionModelWithProjection``), 2 layers
     of width 32 / 4 heads per tower, 77 text positions, 32 px images in 8 px patches.  The global
     RNG is left untouched (init runs under a forked RNG seeded with ``seed``)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
-
     tok = tokenizer if tokenizer is not None else tiny_clip_tokenizer()
     common = {
         "hidden_size": hidden_size,
@@ -473,8 +467,6 @@ class AestheticMLP(nn.Module):
         """Load a ``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` state dict."""
         file = Path(file)
         if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             sd = load_file(str(file))
         else:
             sd = torch.load(file, map_location="cpu", weights_only=True)

@@ -60,11 +60,13 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import BertTokenizer
 
 from .registry import register
 from .viclip import (
@@ -548,15 +550,11 @@ _TINY_BERT_VOCAB: tuple[str, ...] = (
 
 def tiny_bert_tokenizer():
     """Character-level uncased WordPiece tokenizer (``[PAD]`` = 0, as in BERT's vocab)."""
-    from transformers import BertTokenizer
-
     return BertTokenizer(vocab={t: i for i, t in enumerate(_TINY_BERT_VOCAB)}, do_lower_case=True)
 
 
 def write_bert_vocab(tokenizer: Any, folder: str | os.PathLike) -> None:
     """Write ``vocab.txt`` (one token a line, in id order) of a WordPiece tokenizer (tests)."""
-    from pathlib import Path
-
     vocab = tokenizer.get_vocab()
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n")
@@ -601,8 +599,6 @@ class InternVideo2Reward(NativeVideoTextReward):
         """
         weights, vocab = cls._check_folder(path)
         cfg = config if isinstance(config, InternVideo2Config) else InternVideo2Config(**dict(config or {}))
-        from transformers import BertTokenizer
-
         tokenizer = BertTokenizer.from_pretrained(str(vocab.parent), local_files_only=True)
         with torch.device("meta"):
             model = InternVideo2Model(cfg)

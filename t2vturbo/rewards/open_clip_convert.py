@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+from transformers import CLIPConfig, CLIPModel
 
 __all__ = [
     "OPEN_CLIP_FILES",
@@ -132,8 +134,6 @@ def load_open_clip_state_dict(file: str | os.PathLike) -> dict[str, torch.Tensor
     if not file.is_file():
         raise FileNotFoundError(f"open_clip checkpoint {str(file)!r} does not exist")
     if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         sd: Any = load_file(str(file))
     else:
         try:
@@ -197,8 +197,6 @@ def clip_config_from_open_clip(
     ``text_cfg.heads``) and the activation (``quick_gelu`` -> ``"quick_gelu"``, else ``"gelu"``)
     from ``model_cfg``.  Token ids default to the CLIP BPE vocabulary's (eos = vocab - 1).
     """
-    from transformers import CLIPConfig
-
     cfg = open_clip_model_cfg(model_cfg)
     vcfg, tcfg = dict(cfg.get("vision_cfg", {})), dict(cfg.get("text_cfg", {}))
     act = "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"
@@ -366,8 +364,6 @@ def open_clip_to_clip_model(
 
     Built on the meta device and filled with ``load_state_dict(assign=True, strict=True)``
     (no random init of a 1B-parameter model)."""
-    from transformers import CLIPModel
-
     config = clip_config_from_open_clip(
         sd, model_cfg, eos_token_id=eos_token_id, bos_token_id=bos_token_id, pad_token_id=pad_token_id
     )

@@ -83,6 +83,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+from transformers import VideoMAEConfig, VideoMAEForVideoClassification, YolosConfig, YolosForObjectDetection
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Reward, normalize, resize_center_crop, to_unit_range
 from .registry import register
@@ -182,8 +183,6 @@ class VaderObjectReward(Reward):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> VaderObjectReward:
-        from transformers import YolosForObjectDetection
-
         model = load_pretrained(
             YolosForObjectDetection, path, layout_hint=f"{cls.name!r} expects {cls.expects}"
         )
@@ -198,8 +197,6 @@ class VaderObjectReward(Reward):
         **kwargs,
     ) -> VaderObjectReward:
         """Random tiny YOLOS (2 layers, width 32, patch 8, 10 detection tokens, unit-scale init) over ``labels``."""
-        from transformers import YolosConfig, YolosForObjectDetection
-
         config = YolosConfig(
             hidden_size=32,
             num_hidden_layers=2,
@@ -354,8 +351,6 @@ class VaderActionReward(Reward):
         cls, path: str | os.PathLike, num_frames: int | None = None, **kwargs
     ) -> VaderActionReward:
         """``num_frames`` (optional) overrides the config's clip length, as VADER does."""
-        from transformers import VideoMAEForVideoClassification
-
         over = {} if num_frames is None else {"num_frames": int(num_frames)}
         model = load_pretrained(
             VideoMAEForVideoClassification, path, layout_hint=f"{cls.name!r} expects {cls.expects}", **over
@@ -377,8 +372,6 @@ class VaderActionReward(Reward):
         **kwargs,
     ) -> VaderActionReward:
         """Random tiny VideoMAE classifier (2 layers, width 32, 32 px, ``num_frames`` frames)."""
-        from transformers import VideoMAEConfig, VideoMAEForVideoClassification
-
         config = VideoMAEConfig(
             image_size=32,
             patch_size=16,
@@ -516,6 +509,8 @@ class VJEPAConsistencyReward(Reward):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> VJEPAConsistencyReward:
+        # optional: VJEPA2 needs transformers >= 4.53 (pyproject allows >= 4.46); at module level its
+        # absence would drop vader_objects / vader_action from the registry too
         from transformers import VJEPA2Model
 
         model = load_pretrained(VJEPA2Model, path, layout_hint=f"{cls.name!r} expects {cls.expects}")
@@ -524,6 +519,7 @@ class VJEPAConsistencyReward(Reward):
     @classmethod
     def tiny(cls, seed: int = 0, num_frames: int = 4, **kwargs) -> VJEPAConsistencyReward:
         """Random tiny V-JEPA 2 (2-layer encoder width 32, 1-layer predictor width 16, 32 px, patch 8)."""
+        # optional: VJEPA2 needs transformers >= 4.53 (see from_pretrained)
         from transformers import VJEPA2Config, VJEPA2Model
 
         config = VJEPA2Config(

@@ -56,7 +56,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
+from safetensors.torch import load_file
 from torch import nn
+from transformers import CLIPTokenizer
 
 from .base import (
     IMAGENET_MEAN,
@@ -105,8 +107,6 @@ def load_checkpoint_file(
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return dict(load_file(str(path), device="cpu"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -531,8 +531,6 @@ class ViCLIPModel(nn.Module):
 def tiny_clip_tokenizer():
     """A byte-level CLIP BPE tokenizer with no merges (514 ids: 256 bytes, 256 ``byte</w>``,
     ``<|startoftext|>``, ``<|endoftext|>``), the id layout of the real CLIP vocabulary."""
-    from transformers import CLIPTokenizer
-
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     rest = [b for b in range(256) if b not in keep]
     chars = [chr(b) for b in keep] + [chr(256 + i) for i in range(len(rest))]
@@ -589,8 +587,6 @@ class ViCLIPReward(NativeVideoTextReward):
         """
         weights, vocab, _ = cls._check_folder(path)
         cfg = config if isinstance(config, ViCLIPConfig) else ViCLIPConfig(**dict(config or {}))
-        from transformers import CLIPTokenizer
-
         tokenizer = CLIPTokenizer.from_pretrained(str(vocab.parent), local_files_only=True)
         with torch.device("meta"):
             model = ViCLIPModel(cfg)

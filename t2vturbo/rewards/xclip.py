@@ -52,6 +52,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPTokenizer, XCLIPConfig, XCLIPModel
 
 from .base import (
     IMAGENET_MEAN,
@@ -134,8 +135,6 @@ def tiny_clip_tokenizer():
     tower pools the hidden state at ``argmax(input_ids)`` (the legacy CLIP rule), which must
     be the end-of-text token.  Padding uses ``<|endoftext|>`` too, as in CLIP.
     """
-    from transformers import CLIPTokenizer
-
     chars = list(string.ascii_lowercase + string.digits + ".,!?'-")
     vocab: dict[str, int] = {}
     for c in chars:
@@ -196,8 +195,6 @@ class XCLIPReward(Reward):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> XCLIPReward:
         """Load ``XCLIPModel`` + ``CLIPTokenizer`` from the local folder ``path``."""
-        from transformers import CLIPTokenizer, XCLIPModel
-
         hint = f"{cls.name!r} expects {cls.expects}"
         files = require_files(path, [*WEIGHT_FILES, ("tokenizer.json", "vocab.json")], layout_hint=hint)
         if files[-1].name == "vocab.json":
@@ -209,8 +206,6 @@ class XCLIPReward(Reward):
     @classmethod
     def tiny(cls, seed: int = 0, num_frames: int = 4, image_size: int = 32, **kwargs) -> XCLIPReward:
         """Random tiny ``XCLIPModel`` (2-layer towers, width 32) + :func:`tiny_clip_tokenizer`."""
-        from transformers import XCLIPConfig, XCLIPModel
-
         tokenizer = tiny_clip_tokenizer()
         config = XCLIPConfig(
             text_config=dict(

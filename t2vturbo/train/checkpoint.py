@@ -14,6 +14,7 @@ replaced with ``os.replace``. A crash mid-write leaves the previous checkpoint a
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
@@ -47,8 +48,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(st: dict):
-    import ast
-
     random.setstate(ast.literal_eval(st["python"]))
     np_state = st["numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))

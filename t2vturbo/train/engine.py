@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 
+import deepspeed
 import torch
+import torch.distributed as dist
 
 
 def _free_port() -> int:
@@ -17,9 +19,6 @@ def _free_port() -> int:
 def init_distributed() -> tuple[int, int, int]:
     """Initialise torch.distributed from the usual env variables (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR, MASTER_PORT); a single process gets defaults. NCCL on GPU, gloo on CPU."""
-    import deepspeed
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         os.environ.setdefault("RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
@@ -65,8 +64,6 @@ def build_ds_config(train_cfg, ds_overrides: dict, world_size: int) -> dict:
 
 
 def initialize(module, train_cfg, ds_overrides: dict, world_size: int):
-    import deepspeed
-
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         params,

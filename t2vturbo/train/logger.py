@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 
 def _scalar(v):
@@ -23,8 +24,6 @@ class MetricLogger:
         self.tb = None
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
-            from torch.utils.tensorboard import SummaryWriter
-
             self.tb = SummaryWriter(str(self.dir / "tensorboard"))
             self.jsonl = open(self.dir / "metrics.jsonl", "a", buffering=1)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 #: Named target sets (``model.lora.target_modules=[NAME]``), as suffixes of module names across the
@@ -36,8 +38,6 @@ def resolve_targets(module: nn.Module, target_modules) -> list[str]:
 
 def add_lora(module: nn.Module, rank: int, alpha: int, target_modules) -> nn.Module:
     """Inject LoRA adapters (peft) into the layers :func:`resolve_targets` selects."""
-    from peft import LoraConfig, inject_adapter_in_model
-
     names = resolve_targets(module, target_modules)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, init_lora_weights=True)
     inject_adapter_in_model(cfg, module)
@@ -55,8 +55,6 @@ def mark_trainable(student: nn.Module, lora: bool):
 
 def merge_lora(module: nn.Module) -> nn.Module:
     """Fold every LoRA layer into its base layer and put the base layer back (in place)."""
-    from peft.tuners.lora import LoraLayer
-
     for name, child in list(module.named_modules()):
         if isinstance(child, LoraLayer):
             child.merge()
