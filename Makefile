@@ -124,6 +124,7 @@ test-all: setup
 
 lint: setup
 	$(PY) -m ruff check t2vturbo tests bench data_recipes
+	$(PY) -m ruff format --check t2vturbo tests bench data_recipes
 
 bench: setup
 	$(PY) bench/sampling.py

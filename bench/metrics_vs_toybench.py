@@ -36,8 +36,15 @@ def main(argv=None):
     bb_t = load_backbone("unet3d", args.teacher)
     kw = dict(num_frames=meta["num_frames"], height=meta["height"], width=meta["width"], seed=0)
     runs = {
-        "student-4": lambda: sample_student(bb_s, net, prompts, steps=4, guidance=meta.get("guidance", 4.0),
-                                            num_ddim_timesteps=meta["num_ddim_timesteps"], **kw),
+        "student-4": lambda: sample_student(
+            bb_s,
+            net,
+            prompts,
+            steps=4,
+            guidance=meta.get("guidance", 4.0),
+            num_ddim_timesteps=meta["num_ddim_timesteps"],
+            **kw,
+        ),
         "teacher-50": lambda: sample_teacher(bb_t, prompts, steps=50, guidance=args.teacher_guidance, **kw),
         "teacher-4": lambda: sample_teacher(bb_t, prompts, steps=4, guidance=args.teacher_guidance, **kw),
     }
@@ -61,13 +68,27 @@ def main(argv=None):
 
     agree_motion = order("toybench_dynamic") == order("flow_magnitude")
     agree_flicker = order("toybench_flicker") == order("temporal_flicker")
-    print("order by ToyBench dynamic:", order("toybench_dynamic"), "| by flow magnitude:", order("flow_magnitude"),
-          "| agree:", agree_motion)
-    print("order by ToyBench flicker:", order("toybench_flicker"), "| by temporal flicker:", order("temporal_flicker"),
-          "| agree:", agree_flicker)
+    print(
+        "order by ToyBench dynamic:",
+        order("toybench_dynamic"),
+        "| by flow magnitude:",
+        order("flow_magnitude"),
+        "| agree:",
+        agree_motion,
+    )
+    print(
+        "order by ToyBench flicker:",
+        order("toybench_flicker"),
+        "| by temporal flicker:",
+        order("temporal_flicker"),
+        "| agree:",
+        agree_flicker,
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"table": table, "agree_motion": agree_motion, "agree_flicker": agree_flicker}, f, indent=2)
+            json.dump(
+                {"table": table, "agree_motion": agree_motion, "agree_flicker": agree_flicker}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -83,18 +83,26 @@ def summarize(rows: list[dict], warmup: int) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="t2vturbo/assets/toy_teacher", help="toy teacher folder (diffusers layout)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--teacher", default="t2vturbo/assets/toy_teacher", help="toy teacher folder (diffusers layout)"
+    )
     p.add_argument("--out", default="outputs/bench/motion_guidance", help="work folder (runs, shards, logs)")
     p.add_argument("--steps", type=int, default=6, help="optimizer steps per cost run")
     p.add_argument("--warmup", type=int, default=1, help="first steps left out of the step time")
     p.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the three cost runs")
     p.add_argument("--batch", type=int, default=8, help="micro batch size (all runs)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run")
-    p.add_argument("--quality", action="store_true", help="also distill MG-off / MG-on students and score them")
+    p.add_argument(
+        "--quality", action="store_true", help="also distill MG-off / MG-on students and score them"
+    )
     p.add_argument("--no-cost", action="store_true", help="skip the cost part (with --quality: quality only)")
     p.add_argument("--quality-steps", type=int, default=200, help="optimizer steps of each quality run")
-    p.add_argument("--inversion-stride", type=int, default=10, help="guidance.inversion_stride of the MG-on quality run")
+    p.add_argument(
+        "--inversion-stride", type=int, default=10, help="guidance.inversion_stride of the MG-on quality run"
+    )
     p.add_argument("--prompts", type=int, default=60, help="ToyBench prompts for the quality runs")
     p.add_argument("--json", default=None, help="write the results here")
     return p.parse_args(argv)
@@ -105,12 +113,20 @@ def main(argv=None) -> int:
     out = Path(a.out).resolve()
     teacher = Path(a.teacher).resolve()
     if not (teacher / "unet").is_dir():
-        sys.exit(f"no toy teacher at {teacher} (expected unet/ vae/ text_encoder/ tokenizer/ scheduler/): "
-                 "run `make toy-teacher` or pass --teacher DIR")
+        sys.exit(
+            f"no toy teacher at {teacher} (expected unet/ vae/ text_encoder/ tokenizer/ scheduler/): "
+            "run `make toy-teacher` or pass --teacher DIR"
+        )
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONUNBUFFERED="1")
     py = sys.executable
-    common = [f"model.path={teacher}", "train.progress=false", "train.eval_every=0", "train.log_every=1",
-              f"train.micro_batch_size={a.batch}", "train.ckpt_every=0"]
+    common = [
+        f"model.path={teacher}",
+        "train.progress=false",
+        "train.eval_every=0",
+        "train.log_every=1",
+        f"train.micro_batch_size={a.batch}",
+        "train.ckpt_every=0",
+    ]
     res: dict = {
         "date": datetime.date.today().isoformat(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -138,28 +154,65 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
     n_clips = a.steps * a.batch
     shards = out / "shards"
     if not (shards / "toy-000000.tar").exists():
-        run([py, "-m", "data_recipes.toy_world", "--out", str(shards), "--num-clips", str(n_clips),
-             "--shard-size", str(n_clips), "--seed", "1"], env, out / "logs" / "shards.log")
+        run(
+            [
+                py,
+                "-m",
+                "data_recipes.toy_world",
+                "--out",
+                str(shards),
+                "--num-clips",
+                str(n_clips),
+                "--shard-size",
+                str(n_clips),
+                "--seed",
+                "1",
+            ],
+            env,
+            out / "logs" / "shards.log",
+        )
     data = ["data=toy_shards", f"data.urls={shards / 'toy-000000.tar'}", f"data.num_samples={n_clips}"]
 
     # Stage 1 of the two-stage mode (timed once; its cost is paid offline, once per dataset).
     pre = out / "pre"
     if pre.exists():
         subprocess.run(["rm", "-rf", str(pre)], check=True)
-    wall = run([py, "-m", "t2vturbo.precompute", "experiment=toy", "guidance=motion", "guidance.inversion_stride=1",
-                *common, *data,
-                "data.resampled=false", f"precompute.out={pre}", "precompute.dtype=fp32"],
-               env, out / "logs" / "precompute.log")
+    wall = run(
+        [
+            py,
+            "-m",
+            "t2vturbo.precompute",
+            "experiment=toy",
+            "guidance=motion",
+            "guidance.inversion_stride=1",
+            *common,
+            *data,
+            "data.resampled=false",
+            f"precompute.out={pre}",
+            "precompute.dtype=fp32",
+        ],
+        env,
+        out / "logs" / "precompute.log",
+    )
     pre_shards = sorted(pre.glob("*.tar"))
-    res["precompute"] = {"clips": n_clips, "seconds": wall, "seconds_per_clip": wall / n_clips,
-                         "shards": [p.name for p in pre_shards]}
+    res["precompute"] = {
+        "clips": n_clips,
+        "seconds": wall,
+        "seconds_per_clip": wall / n_clips,
+        "shards": [p.name for p in pre_shards],
+    }
     print(f"precompute (stage 1, guidance=motion): {n_clips} clips in {wall:.1f} s", flush=True)
 
     mode_args = {
         "no_mg": ["guidance=cfg", *data],
         "online_mg": ["guidance=motion", "guidance.inversion_stride=1", *data],
-        "precomputed": ["guidance=motion", "guidance.inversion_stride=1", "data=precomputed", f"data.urls={pre_shards[0]}",
-                        f"data.num_samples={n_clips}"],
+        "precomputed": [
+            "guidance=motion",
+            "guidance.inversion_stride=1",
+            "data=precomputed",
+            f"data.urls={pre_shards[0]}",
+            f"data.num_samples={n_clips}",
+        ],
     }
     rounds = []
     for r in range(a.repeats):
@@ -167,43 +220,104 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
         for mode in MODES:
             d = out / f"run{r}_{mode}"
             subprocess.run(["rm", "-rf", str(d)], check=True)
-            wall = run([py, "-m", "t2vturbo.distill", "experiment=toy", *common, *mode_args[mode],
-                        f"train.max_steps={a.steps}", f"output_dir={d}"], env, out / "logs" / f"run{r}_{mode}.log")
+            wall = run(
+                [
+                    py,
+                    "-m",
+                    "t2vturbo.distill",
+                    "experiment=toy",
+                    *common,
+                    *mode_args[mode],
+                    f"train.max_steps={a.steps}",
+                    f"output_dir={d}",
+                ],
+                env,
+                out / "logs" / f"run{r}_{mode}.log",
+            )
             rnd[mode] = {**summarize(read_metrics(d), a.warmup), "wall_s": wall}
-            print(f"round {r} {mode:12s} median step {rnd[mode]['median_step_s']:.3f} s  "
-                  f"peak RSS {rnd[mode]['peak_rss_mib']:.0f} MiB", flush=True)
-        rnd["ratio_precomputed_over_online_mg"] = rnd["precomputed"]["median_step_s"] / rnd["online_mg"]["median_step_s"]
+            print(
+                f"round {r} {mode:12s} median step {rnd[mode]['median_step_s']:.3f} s  "
+                f"peak RSS {rnd[mode]['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
+        rnd["ratio_precomputed_over_online_mg"] = (
+            rnd["precomputed"]["median_step_s"] / rnd["online_mg"]["median_step_s"]
+        )
         rnd["ratio_online_mg_over_no_mg"] = rnd["online_mg"]["median_step_s"] / rnd["no_mg"]["median_step_s"]
-        rnd["ratio_precomputed_over_no_mg"] = rnd["precomputed"]["median_step_s"] / rnd["no_mg"]["median_step_s"]
+        rnd["ratio_precomputed_over_no_mg"] = (
+            rnd["precomputed"]["median_step_s"] / rnd["no_mg"]["median_step_s"]
+        )
         rounds.append(rnd)
     res["rounds"] = rounds
-    for k in ("ratio_precomputed_over_online_mg", "ratio_online_mg_over_no_mg", "ratio_precomputed_over_no_mg"):
+    for k in (
+        "ratio_precomputed_over_online_mg",
+        "ratio_online_mg_over_no_mg",
+        "ratio_precomputed_over_no_mg",
+    ):
         res[k] = statistics.median(r[k] for r in rounds)
-    print(f"step time precomputed / online-MG = {res['ratio_precomputed_over_online_mg']:.3f}; "
-          f"online-MG / no-MG = {res['ratio_online_mg_over_no_mg']:.2f}; "
-          f"precomputed / no-MG = {res['ratio_precomputed_over_no_mg']:.2f} (medians over {a.repeats} rounds)", flush=True)
+    print(
+        f"step time precomputed / online-MG = {res['ratio_precomputed_over_online_mg']:.3f}; "
+        f"online-MG / no-MG = {res['ratio_online_mg_over_no_mg']:.2f}; "
+        f"precomputed / no-MG = {res['ratio_precomputed_over_no_mg']:.2f} (medians over {a.repeats} rounds)",
+        flush=True,
+    )
     return res
 
 
 def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:
     """MG-off vs MG-on students: same seed, steps and data; ToyBench 4-step on both."""
-    common = [f"model.path={teacher}", "train.progress=false", "train.eval_every=0", "train.log_every=10",
-              f"train.max_steps={a.quality_steps}", "train.ckpt_every=0"]
-    runs = {"mg_off": ["guidance=cfg"], "mg_on": ["guidance=motion", f"guidance.inversion_stride={a.inversion_stride}"]}
+    common = [
+        f"model.path={teacher}",
+        "train.progress=false",
+        "train.eval_every=0",
+        "train.log_every=10",
+        f"train.max_steps={a.quality_steps}",
+        "train.ckpt_every=0",
+    ]
+    runs = {
+        "mg_off": ["guidance=cfg"],
+        "mg_on": ["guidance=motion", f"guidance.inversion_stride={a.inversion_stride}"],
+    }
     q: dict = {"steps": a.quality_steps, "inversion_stride": a.inversion_stride, "prompts": a.prompts}
     for name, extra in runs.items():
         d = out / f"quality_{name}"
         subprocess.run(["rm", "-rf", str(d)], check=True)
-        wall = run([py, "-m", "t2vturbo.distill", "experiment=toy", *common, *extra, f"output_dir={d}"],
-                   env, out / "logs" / f"quality_{name}.log")
+        wall = run(
+            [py, "-m", "t2vturbo.distill", "experiment=toy", *common, *extra, f"output_dir={d}"],
+            env,
+            out / "logs" / f"quality_{name}.log",
+        )
         rep = d / "toybench.json"
-        run([py, "-m", "t2vturbo.eval.toybench", "--checkpoint", str(d / "export"), "--steps", "4",
-             "--num-prompts", str(a.prompts), "--json", str(rep)], env, out / "logs" / f"toybench_{name}.log")
+        run(
+            [
+                py,
+                "-m",
+                "t2vturbo.eval.toybench",
+                "--checkpoint",
+                str(d / "export"),
+                "--steps",
+                "4",
+                "--num-prompts",
+                str(a.prompts),
+                "--json",
+                str(rep),
+            ],
+            env,
+            out / "logs" / f"toybench_{name}.log",
+        )
         tb = json.loads(rep.read_text())
-        q[name] = {"train_wall_s": wall, **{k: tb[k] for k in ("score", "color_acc", "shape_acc", "direction_acc",
-                                                                 "dynamic_degree", "flicker")}}
-        print(f"{name}: dynamic_degree {tb['dynamic_degree']:.3f} direction_acc {tb['direction_acc']:.3f} "
-              f"score {tb['score']:.3f} (trained {wall:.0f} s)", flush=True)
+        q[name] = {
+            "train_wall_s": wall,
+            **{
+                k: tb[k]
+                for k in ("score", "color_acc", "shape_acc", "direction_acc", "dynamic_degree", "flicker")
+            },
+        }
+        print(
+            f"{name}: dynamic_degree {tb['dynamic_degree']:.3f} direction_acc {tb['direction_acc']:.3f} "
+            f"score {tb['score']:.3f} (trained {wall:.0f} s)",
+            flush=True,
+        )
     return q
 
 

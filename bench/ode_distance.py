@@ -35,10 +35,12 @@ def ode_distances(student: str, num_prompts: int, steps: list[int], batch: int =
     w = float(meta["guidance"])
     size, cm = export_sampling_kwargs(meta)
     prompts = select_prompts(num_prompts, 0)
-    per: dict[str, list[float]] = {f"student_{s}": [] for s in steps} | {f"teacher_ddim_{s}": [] for s in steps}
+    per: dict[str, list[float]] = {f"student_{s}": [] for s in steps} | {
+        f"teacher_ddim_{s}": [] for s in steps
+    }
     with torch.no_grad():
         for b in range(0, len(prompts), batch):
-            ps, seed = prompts[b:b + batch], b
+            ps, seed = prompts[b : b + batch], b
             ode = sample_teacher(bb, ps, steps=50, guidance=w, seed=seed, decode=False, **size)
             for s in steps:
                 st = sample_student(bb, net, ps, steps=s, guidance=w, seed=seed, decode=False, **size, **cm)
@@ -50,8 +52,15 @@ def ode_distances(student: str, num_prompts: int, steps: list[int], batch: int =
     for s in steps:
         st, te = np.asarray(per[f"student_{s}"]), np.asarray(per[f"teacher_ddim_{s}"])
         ratio_ci[str(s)] = [float(q) for q in np.quantile(te[idx].mean(1) / st[idx].mean(1), [0.025, 0.975])]
-    return {"student": str(student), "guidance": w, "num_prompts": len(prompts), "reference": "teacher DDIM 50",
-            "mse": {k: float(np.mean(v)) for k, v in per.items()}, "ratio_ci95": ratio_ci, "per_prompt_mse": per}
+    return {
+        "student": str(student),
+        "guidance": w,
+        "num_prompts": len(prompts),
+        "reference": "teacher DDIM 50",
+        "mse": {k: float(np.mean(v)) for k, v in per.items()},
+        "ratio_ci95": ratio_ci,
+        "per_prompt_mse": per,
+    }
 
 
 def main(argv=None) -> int:
@@ -62,7 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     rep = ode_distances(a.student, a.prompts, a.steps)
-    print(f"latent MSE to the teacher's 50-step DDIM + CFG {rep['guidance']:g} solution, {rep['num_prompts']} prompts:")
+    print(
+        f"latent MSE to the teacher's 50-step DDIM + CFG {rep['guidance']:g} solution, {rep['num_prompts']} prompts:"
+    )
     print("| steps | student | teacher DDIM | ratio (teacher / student) | 95 % interval |")
     print("| --- | --- | --- | --- | --- |")
     for s in a.steps:

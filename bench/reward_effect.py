@@ -33,13 +33,27 @@ def sh(argv, log: Path, env):
 
 def toybench(target: Path, out: Path, env, steps=4, teacher=False, prompts=60) -> dict:
     rep = out.with_suffix(".json")
-    argv = [sys.executable, "-m", "t2vturbo.eval.toybench", "--checkpoint", str(target), "--steps", str(steps),
-            "--num-prompts", str(prompts), "--json", str(rep)]
+    argv = [
+        sys.executable,
+        "-m",
+        "t2vturbo.eval.toybench",
+        "--checkpoint",
+        str(target),
+        "--steps",
+        str(steps),
+        "--num-prompts",
+        str(prompts),
+        "--json",
+        str(rep),
+    ]
     if teacher:
         argv.append("--teacher")
     sh(argv, out.with_suffix(".log"), env)
     r = json.loads(rep.read_text())
-    return {k: r[k] for k in ("score", "color_acc", "shape_acc", "direction_acc", "dynamic_degree", "flicker", "steps")}
+    return {
+        k: r[k]
+        for k in ("score", "color_acc", "shape_acc", "direction_acc", "dynamic_degree", "flicker", "steps")
+    }
 
 
 def main(argv=None) -> int:
@@ -50,7 +64,9 @@ def main(argv=None) -> int:
     p.add_argument("--vader", action="store_true")
     p.add_argument("--steps", type=int, default=200, help="distillation steps of each --distill run")
     p.add_argument("--beta", type=float, default=1.0, help="toy colour reward weight of the beta>0 run")
-    p.add_argument("--student", default=None, help="--vader: student export to fine-tune (default: the beta=0 run's)")
+    p.add_argument(
+        "--student", default=None, help="--vader: student export to fine-tune (default: the beta=0 run's)"
+    )
     p.add_argument("--vader-steps", type=int, default=100)
     p.add_argument("--prompts", type=int, default=60)
     p.add_argument("--json", default=None)
@@ -58,17 +74,39 @@ def main(argv=None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
     out = Path(a.out).resolve()
     teacher = Path(a.teacher).resolve()
-    res: dict = {"date": datetime.date.today().isoformat(), "teacher": str(teacher),
-                 "command": " ".join(["reward_effect.py", *(argv if argv is not None else sys.argv[1:])])}
-    common = [f"model.path={teacher}", "train.progress=false", "train.eval_every=0", "train.log_every=10",
-              "train.ckpt_every=0"]
+    res: dict = {
+        "date": datetime.date.today().isoformat(),
+        "teacher": str(teacher),
+        "command": " ".join(["reward_effect.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    common = [
+        f"model.path={teacher}",
+        "train.progress=false",
+        "train.eval_every=0",
+        "train.log_every=10",
+        "train.ckpt_every=0",
+    ]
     if a.distill:
-        res["teacher_50"] = toybench(teacher, out / "teacher_50", env, steps=50, teacher=True, prompts=a.prompts)
+        res["teacher_50"] = toybench(
+            teacher, out / "teacher_50", env, steps=50, teacher=True, prompts=a.prompts
+        )
         for name, extra in (("beta0", []), ("beta", ["reward=toy", f"reward.weights.toy_color={a.beta}"])):
             d = out / f"distill_{name}"
             subprocess.run(["rm", "-rf", str(d)], check=True)
-            sh([sys.executable, "-m", "t2vturbo.distill", "experiment=toy", *common, *extra,
-                f"train.max_steps={a.steps}", f"output_dir={d}"], out / f"distill_{name}.log", env)
+            sh(
+                [
+                    sys.executable,
+                    "-m",
+                    "t2vturbo.distill",
+                    "experiment=toy",
+                    *common,
+                    *extra,
+                    f"train.max_steps={a.steps}",
+                    f"output_dir={d}",
+                ],
+                out / f"distill_{name}.log",
+                env,
+            )
             res[f"student_{name}"] = toybench(d / "export", out / f"toybench_{name}", env, prompts=a.prompts)
             print(name, res[f"student_{name}"], flush=True)
         print("teacher 50-step", res["teacher_50"], flush=True)
@@ -77,16 +115,33 @@ def main(argv=None) -> int:
         res["vader_before"] = toybench(student, out / "vader_before", env, prompts=a.prompts)
         d = out / "vader"
         subprocess.run(["rm", "-rf", str(d)], check=True)
-        sh([sys.executable, "-m", "t2vturbo.distill", "experiment=toy_vader", *common, "train.log_every=1",
-            f"objective.init_from={student}", f"train.max_steps={a.vader_steps}", f"output_dir={d}"],
-           out / "vader.log", env)
+        sh(
+            [
+                sys.executable,
+                "-m",
+                "t2vturbo.distill",
+                "experiment=toy_vader",
+                *common,
+                "train.log_every=1",
+                f"objective.init_from={student}",
+                f"train.max_steps={a.vader_steps}",
+                f"output_dir={d}",
+            ],
+            out / "vader.log",
+            env,
+        )
         rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
         r = [row["reward/toy_color"] for row in rows if "reward/toy_color" in row]
         res["vader_train_reward_first10"] = sum(r[:10]) / 10
         res["vader_train_reward_last10"] = sum(r[-10:]) / 10
         res["vader_after"] = toybench(d / "export", out / "vader_after", env, prompts=a.prompts)
-        print("vader before", res["vader_before"], "after", res["vader_after"],
-              f"train reward first10 {res['vader_train_reward_first10']:.3f} last10 {res['vader_train_reward_last10']:.3f}")
+        print(
+            "vader before",
+            res["vader_before"],
+            "after",
+            res["vader_after"],
+            f"train reward first10 {res['vader_train_reward_first10']:.3f} last10 {res['vader_train_reward_last10']:.3f}",
+        )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=2))

@@ -90,7 +90,12 @@ def modelscope_components(seed: int = 0):
     unet = UNet3DConditionModel(
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+        down_block_types=(
+            "CrossAttnDownBlock3D",
+            "CrossAttnDownBlock3D",
+            "CrossAttnDownBlock3D",
+            "DownBlock3D",
+        ),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
         block_out_channels=(320, 640, 1280, 1280),
         layers_per_block=2,
@@ -236,20 +241,34 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=("tiny", "modelscope"), default="tiny")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each sampler (after one warm-up each)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of each sampler (after one warm-up each)"
+    )
     ap.add_argument("--prompts", type=int, default=1, help="videos per batch (prompts)")
     ap.add_argument("--frames", type=int, help="default: 8 (tiny), 16 (modelscope)")
     ap.add_argument("--height", type=int, help="default: 32 (tiny), 256 (modelscope)")
     ap.add_argument("--width", type=int, help="default: 32 (tiny), 256 (modelscope)")
-    ap.add_argument("--dtype", choices=tuple(DTYPES), help="default: float16 for modelscope on cuda, else float32")
+    ap.add_argument(
+        "--dtype", choices=tuple(DTYPES), help="default: float16 for modelscope on cuda, else float32"
+    )
     ap.add_argument("--tiny-vae", choices=("autoencoder_kl", "pixel_unshuffle"), default="autoencoder_kl")
-    ap.add_argument("--threads", type=int,
-                    help="torch.set_num_threads; default: 1 for --size tiny on cpu (see bench/README.md), "
-                         "else torch's default; 0 = torch's default")
-    ap.add_argument("--warmup-teacher-steps", type=int, default=2,
-                    help="DDIM steps of the teacher warm-up run (same shapes as the timed runs)")
-    ap.add_argument("--no-breakdown", action="store_true",
-                    help="skip the breakdown (time inside vs outside the UNet calls)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads; default: 1 for --size tiny on cpu (see bench/README.md), "
+        "else torch's default; 0 = torch's default",
+    )
+    ap.add_argument(
+        "--warmup-teacher-steps",
+        type=int,
+        default=2,
+        help="DDIM steps of the teacher warm-up run (same shapes as the timed runs)",
+    )
+    ap.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip the breakdown (time inside vs outside the UNet calls)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -269,9 +288,12 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = DTYPES[args.dtype or ("float16" if args.size == "modelscope" and device.type == "cuda" else "float32")]
+    dtype = DTYPES[
+        args.dtype or ("float16" if args.size == "modelscope" and device.type == "cuda" else "float32")
+    ]
     frames, height, width = (
-        v if v is not None else d for v, d in zip((args.frames, args.height, args.width), DEFAULT_SHAPE[args.size])
+        v if v is not None else d
+        for v, d in zip((args.frames, args.height, args.width), DEFAULT_SHAPE[args.size])
     )
     prompts = list(PROMPTS[: args.prompts])
     load0 = loadavg()
@@ -294,19 +316,32 @@ def main(argv=None) -> int:
     def run_student():
         return sample_student(bb, net, prompts, steps=STUDENT_STEPS, guidance=TEACHER_GUIDANCE, **kw)
 
-    print(f"[bench] {args.size}: {n_params(bb.teacher) / 1e6:.2f}M-param UNet, latent {tuple(latent_shape)}, "
-          f"{len(prompts)} prompt(s), {frames}x{height}x{width}, {dtype}, {device}; built in {build_s:.1f}s",
-          file=sys.stderr, flush=True)
+    print(
+        f"[bench] {args.size}: {n_params(bb.teacher) / 1e6:.2f}M-param UNet, latent {tuple(latent_shape)}, "
+        f"{len(prompts)} prompt(s), {frames}x{height}x{width}, {dtype}, {device}; built in {build_s:.1f}s",
+        file=sys.stderr,
+        flush=True,
+    )
 
     # warm-up (one-time allocations, kernel selection, lazy init); same shapes as the timed runs
     t_warm_teacher, video, _ = timed(lambda: run_teacher(args.warmup_teacher_steps), device)
     t_warm_student, video, _ = timed(run_student, device)
     assert tuple(video.shape) == (len(prompts), frames, 3, height, width), video.shape
-    print(f"[bench] warm-up: teacher ({args.warmup_teacher_steps} steps) {t_warm_teacher:.2f}s, "
-          f"student {t_warm_student:.2f}s", file=sys.stderr, flush=True)
+    print(
+        f"[bench] warm-up: teacher ({args.warmup_teacher_steps} steps) {t_warm_teacher:.2f}s, "
+        f"student {t_warm_student:.2f}s",
+        file=sys.stderr,
+        flush=True,
+    )
 
     res = {
-        name: {"times_s": [], "unet_s": [], "unet_calls": None, "unet_evals_per_video": None, "peak_mem_bytes": 0}
+        name: {
+            "times_s": [],
+            "unet_s": [],
+            "unet_calls": None,
+            "unet_evals_per_video": None,
+            "peak_mem_bytes": 0,
+        }
         for name in ("teacher", "student")
     }
     samplers = (("teacher", run_teacher, teacher_count), ("student", run_student, student_count))
@@ -340,15 +375,21 @@ def main(argv=None) -> int:
         e["min_s"] = min(e["times_s"])
         if device.type != "cuda":
             e.pop("peak_mem_bytes")
-    res["teacher"].update(steps=TEACHER_STEPS, guidance=TEACHER_GUIDANCE, sampler="DDIM (eta=0) + CFG, [cond; uncond] batched")
-    res["student"].update(steps=STUDENT_STEPS, guidance=TEACHER_GUIDANCE, sampler="multistep consistency (LCM)")
+    res["teacher"].update(
+        steps=TEACHER_STEPS, guidance=TEACHER_GUIDANCE, sampler="DDIM (eta=0) + CFG, [cond; uncond] batched"
+    )
+    res["student"].update(
+        steps=STUDENT_STEPS, guidance=TEACHER_GUIDANCE, sampler="multistep consistency (LCM)"
+    )
     ratio = res["teacher"]["median_s"] / res["student"]["median_s"]
     ratio_min = res["teacher"]["min_s"] / res["student"]["min_s"]
     bound = res["teacher"]["unet_evals_per_video"] / res["student"]["unet_evals_per_video"]
 
     breakdown = None
     if not args.no_breakdown:
-        breakdown = {"source": "the timed runs (in situ)" if in_situ else f"{args.repeats} extra instrumented runs"}
+        breakdown = {
+            "source": "the timed runs (in situ)" if in_situ else f"{args.repeats} extra instrumented runs"
+        }
         for name, fn, counter in samplers:
             if in_situ:
                 e2e, unet = res[name]["times_s"], res[name]["unet_s"]
@@ -368,7 +409,9 @@ def main(argv=None) -> int:
             res[name].pop("unet_s")
         k = max(5, args.repeats)
         with torch.no_grad():
-            z = torch.randn((len(prompts), *latent_shape), generator=torch.Generator().manual_seed(1)).to(device, dtype)
+            z = torch.randn((len(prompts), *latent_shape), generator=torch.Generator().manual_seed(1)).to(
+                device, dtype
+            )
             breakdown["text_encode_s"] = median_time(lambda: bb.encode_text(prompts), device, k)
             breakdown["vae_decode_s"] = median_time(lambda: bb.decode_latents(z), device, k)
         bt, bs = breakdown["teacher"], breakdown["student"]
@@ -379,12 +422,17 @@ def main(argv=None) -> int:
             e.pop("unet_s")
 
     if device.type == "cuda":
-        peak = {"kind": "torch.cuda.max_memory_allocated, per sampler", "teacher_bytes": res["teacher"]["peak_mem_bytes"],
-                "student_bytes": res["student"]["peak_mem_bytes"]}
+        peak = {
+            "kind": "torch.cuda.max_memory_allocated, per sampler",
+            "teacher_bytes": res["teacher"]["peak_mem_bytes"],
+            "student_bytes": res["student"]["peak_mem_bytes"],
+        }
     else:  # ru_maxrss is KiB on Linux, bytes on macOS
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-        peak = {"kind": "resource.getrusage(RUSAGE_SELF).ru_maxrss: whole process (both models + runs)",
-                "process_bytes": rss}
+        peak = {
+            "kind": "resource.getrusage(RUSAGE_SELF).ru_maxrss: whole process (both models + runs)",
+            "process_bytes": rss,
+        }
 
     out = {
         "benchmark": "sampling: teacher DDIM-50 + CFG vs student 4-step",
@@ -435,17 +483,25 @@ def print_table(o: dict):
     m, c, te, st = o["machine"], o["config"], o["teacher"], o["student"]
     dev = m["device"] + (f" ({m['gpu']})" if "gpu" in m else "")
     print(f"\n{o['benchmark']}  [{o['date']}]")
-    print(f"machine: {m['cpu_model']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-          f"device {dev}, load avg {m['loadavg_start']} -> {m['loadavg_end']}")
-    print(f"model: {c['size']}, UNet {c['params']['unet'] / 1e6:.2f}M params, {c['dtype']}, "
-          f"{c['prompts']} video(s) of {c['frames']}x{c['height']}x{c['width']} per batch, latent {c['latent_shape']}")
+    print(
+        f"machine: {m['cpu_model']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"device {dev}, load avg {m['loadavg_start']} -> {m['loadavg_end']}"
+    )
+    print(
+        f"model: {c['size']}, UNet {c['params']['unet'] / 1e6:.2f}M params, {c['dtype']}, "
+        f"{c['prompts']} video(s) of {c['frames']}x{c['height']}x{c['width']} per batch, latent {c['latent_shape']}"
+    )
     rows = [
         ("", f"teacher DDIM-{te['steps']} + CFG", f"student {st['steps']}-step"),
         ("UNet calls / batch", str(te["unet_calls"]), str(st["unet_calls"])),
         ("UNet evaluations / video", f"{te['unet_evals_per_video']:g}", f"{st['unet_evals_per_video']:g}"),
         ("median s / batch (end to end)", f"{te['median_s']:.3f}", f"{st['median_s']:.3f}"),
         ("min s / batch (end to end)", f"{te['min_s']:.3f}", f"{st['min_s']:.3f}"),
-        ("all runs (s)", " ".join(f"{x:.3f}" for x in te["times_s"]), " ".join(f"{x:.3f}" for x in st["times_s"])),
+        (
+            "all runs (s)",
+            " ".join(f"{x:.3f}" for x in te["times_s"]),
+            " ".join(f"{x:.3f}" for x in st["times_s"]),
+        ),
     ]
     if "peak_mem_bytes" in te:
         rows.append(("peak memory (cuda)", _mib(te["peak_mem_bytes"]), _mib(st["peak_mem_bytes"])))
@@ -453,9 +509,11 @@ def print_table(o: dict):
     w1 = max(len(r[1]) for r in rows)
     for r in rows:
         print(f"  {r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}")
-    print(f"  speed-up teacher/student (median, end to end): {o['ratio_teacher_over_student']:.1f}x   "
-          f"(of the minima: {o['ratio_teacher_over_student_min']:.1f}x; bound from UNet evaluations: "
-          f"{o['unet_eval_bound']:g}x)")
+    print(
+        f"  speed-up teacher/student (median, end to end): {o['ratio_teacher_over_student']:.1f}x   "
+        f"(of the minima: {o['ratio_teacher_over_student_min']:.1f}x; bound from UNet evaluations: "
+        f"{o['unet_eval_bound']:g}x)"
+    )
     if "process_bytes" in o["peak_memory"]:
         print(f"  peak RSS of the process (both models): {_mib(o['peak_memory']['process_bytes'])}")
     b = o["breakdown"]
@@ -463,11 +521,18 @@ def print_table(o: dict):
         bt, bs = b["teacher"], b["student"]
         print(f"  breakdown (medians over {b['source']}; text encode / VAE decode: separate calls):")
         for name, x in (("teacher", bt), ("student", bs)):
-            print(f"    {name}: {x['unet_s']:.3f}s in {x['unet_calls']} UNet calls ({x['unet_per_call_s'] * 1e3:.1f} ms each)"
-                  f" + {x['outside_unet_s'] * 1e3:.1f} ms outside the UNet")
-        print(f"    text encode {b['text_encode_s'] * 1e3:.1f} ms, VAE decode {b['vae_decode_s'] * 1e3:.1f} ms (per batch)")
-        print(f"    UNet time only: teacher/student = {b['unet_only_ratio']:.1f}x "
-              f"(a batch-2B call costs {b['unet_call_2B_over_B']:.2f}x a batch-B call)")
+            print(
+                f"    {name}: {x['unet_s']:.3f}s in {x['unet_calls']} UNet calls ({x['unet_per_call_s'] * 1e3:.1f} ms each)"
+                f" + {x['outside_unet_s'] * 1e3:.1f} ms outside the UNet"
+            )
+        print(
+            f"    text encode {b['text_encode_s'] * 1e3:.1f} ms, VAE decode {b['vae_decode_s'] * 1e3:.1f} ms (per batch)"
+        )
+        print(
+            f"    UNet time only: teacher/student = {b['unet_only_ratio']:.1f}x "
+            f"(a batch-2B call costs {b['unet_call_2B_over_B']:.2f}x a batch-B call)"
+        )
+
 
 if __name__ == "__main__":
     sys.exit(main())

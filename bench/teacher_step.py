@@ -33,9 +33,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-                text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True, eps=1e-6,
-                rope_max_seq_len=1024)
+WAN_1_3B = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
 
 
 def build(family: str, size: str, frames: int, height: int, width: int, checkpointing: bool):
@@ -75,7 +86,9 @@ def main(argv=None) -> int:
     p.add_argument("--family", default="videocrafter2", choices=["videocrafter2", "wan"])
     p.add_argument("--size", default="full", choices=["full", "tiny"])
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--frames", type=int, default=None, help="default: 16 (videocrafter2), 81 (wan); tiny: 4 / 5")
+    p.add_argument(
+        "--frames", type=int, default=None, help="default: 16 (videocrafter2), 81 (wan); tiny: 4 / 5"
+    )
     p.add_argument("--height", type=int, default=None, help="default: 320 / 480; tiny: 16 / 32")
     p.add_argument("--width", type=int, default=None, help="default: 512 / 832; tiny: 16 / 32")
     p.add_argument("--zero", type=int, default=2)
@@ -88,8 +101,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     tiny = a.size == "tiny"
-    defaults = {("videocrafter2", False): (16, 320, 512), ("wan", False): (81, 480, 832),
-                ("videocrafter2", True): (4, 16, 16), ("wan", True): (5, 32, 32)}[(a.family, tiny)]
+    defaults = {
+        ("videocrafter2", False): (16, 320, 512),
+        ("wan", False): (81, 480, 832),
+        ("videocrafter2", True): (4, 16, 16),
+        ("wan", True): (5, 32, 32),
+    }[(a.family, tiny)]
     frames, height, width = a.frames or defaults[0], a.height or defaults[1], a.width or defaults[2]
 
     from t2vturbo.config import validate
@@ -104,9 +121,15 @@ def main(argv=None) -> int:
     bb, lat, ctx = build(a.family, a.size, frames, height, width, not a.no_checkpointing)
     bb.to(dev)
     bb.teacher.to(dtype)
-    cfg = validate({"train": {"micro_batch_size": a.batch, "precision": a.precision, "lr": 1e-5},
-                    "objective": {"w_min": 5.0, "w_max": 15.0}})
-    obj = ConsistencyDistillation(cfg.objective, bb, 0, OnlineTeacher(bb, cfg.objective.guidance_form, dtype=dtype))
+    cfg = validate(
+        {
+            "train": {"micro_batch_size": a.batch, "precision": a.precision, "lr": 1e-5},
+            "objective": {"w_min": 5.0, "w_max": 15.0},
+        }
+    )
+    obj = ConsistencyDistillation(
+        cfg.objective, bb, 0, OnlineTeacher(bb, cfg.objective.guidance_form, dtype=dtype)
+    )
     student = bb.make_student().to(dev)
     engine, _, _ = initialize(student, cfg.train, {"zero_optimization": {"stage": a.zero}}, 1)
     ema = EMA(engine.module, 0.95)
@@ -120,8 +143,13 @@ def main(argv=None) -> int:
     obj.target = ema.model
 
     def step(i):
-        batch = {"latents": z0, "cond": cond, "uncond": uncond, "caption": [""] * a.batch,
-                 "positions": list(range(i * a.batch, (i + 1) * a.batch))}
+        batch = {
+            "latents": z0,
+            "cond": cond,
+            "uncond": uncond,
+            "caption": [""] * a.batch,
+            "positions": list(range(i * a.batch, (i + 1) * a.batch)),
+        }
         loss, _ = obj.loss(engine, batch)
         engine.backward(loss)
         engine.step()
@@ -147,12 +175,25 @@ def main(argv=None) -> int:
     flops = fc.get_total_flops()
     med = statistics.median(times)
     res = {
-        "family": a.family, "size": a.size, "batch": a.batch, "frames": frames, "height": height, "width": width,
-        "latent": list(lat), "zero": a.zero, "precision": a.precision, "checkpointing": not a.no_checkpointing,
+        "family": a.family,
+        "size": a.size,
+        "batch": a.batch,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "latent": list(lat),
+        "zero": a.zero,
+        "precision": a.precision,
+        "checkpointing": not a.no_checkpointing,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "teacher_params": n_teacher, "student_params": n_student, "step_times_s": [round(t, 4) for t in times],
-        "median_step_s": med, "step_tflop": flops / 1e12, "achieved_tflops": flops / med / 1e12,
-        "mfu": flops / med / (a.peak_tflops * 1e12), "last_loss": loss,
+        "teacher_params": n_teacher,
+        "student_params": n_student,
+        "step_times_s": [round(t, 4) for t in times],
+        "median_step_s": med,
+        "step_tflop": flops / 1e12,
+        "achieved_tflops": flops / med / 1e12,
+        "mfu": flops / med / (a.peak_tflops * 1e12),
+        "last_loss": loss,
     }
     if dev.type == "cuda":
         res["peak_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30

@@ -95,11 +95,17 @@ def table(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
     keyvals = [dict(o.split("=", 1) if "=" in o else (o, "") for o in r["overrides"]) for r in runs]
     keys = list(dict.fromkeys(k for kv in keyvals for k in kv))
     varying = [k for k in keys if len({kv.get(k) for kv in keyvals}) > 1] or (keys if len(runs) == 1 else [])
-    metric_keys = set().union(*(r.keys() for r in runs)) - {"run", "overrides", "status", "redone_rows"} if runs else set()
+    metric_keys = (
+        set().union(*(r.keys() for r in runs)) - {"run", "overrides", "status", "redone_rows"}
+        if runs
+        else set()
+    )
     mcols = [k for k in FIRST if k in metric_keys] + sorted(metric_keys - set(FIRST))
     header = ["run", *varying, "status", *mcols]
-    rows = [[r["run"], *[kv.get(k, "") for k in varying], r["status"], *[_fmt(r.get(k)) for k in mcols]]
-            for r, kv in zip(runs, keyvals)]
+    rows = [
+        [r["run"], *[kv.get(k, "") for k in varying], r["status"], *[_fmt(r.get(k)) for k in mcols]]
+        for r, kv in zip(runs, keyvals)
+    ]
     return header, rows
 
 

@@ -76,7 +76,9 @@ def slurm_dist_env(env=os.environ) -> dict[str, str]:
     nodes = env.get("SLURM_STEP_NODELIST", env.get("SLURM_JOB_NODELIST", ""))
     if not addr and nodes:
         try:
-            r = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, timeout=60)
+            r = subprocess.run(
+                ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, timeout=60
+            )
             addr = r.stdout.split()[0] if r.returncode == 0 and r.stdout.split() else None
         except (OSError, subprocess.TimeoutExpired):
             addr = None

@@ -65,7 +65,9 @@ def lcm_scheduler(bb, meta: dict):
     for k in ("_class_name", "_diffusers_version"):
         cfg.pop(k, None)
     if float(meta.get("sigma_data", 0.5)) != 0.5:
-        raise ValueError(f"LCMScheduler's boundary condition uses sigma_data=0.5; this student used {meta['sigma_data']}")
+        raise ValueError(
+            f"LCMScheduler's boundary condition uses sigma_data=0.5; this student used {meta['sigma_data']}"
+        )
     return LCMScheduler.from_config(cfg)
 
 
@@ -78,26 +80,46 @@ def export_pipeline(export_dir, out_dir, guidance: float | None = None, eta: flo
         raise ValueError(f"no diffusers pipeline for the student {str(ex.dir)!r}: {problem}")
     w = float(meta.get("guidance", 7.5) if guidance is None else guidance)
     e = float(meta.get("eta", 0.0) if eta is None else eta)
-    pipe = TextToVideoSDPipeline(vae=bb.vae, text_encoder=bb.text_encoder, tokenizer=bb.tokenizer,
-                                 unet=fold_guidance(net, w, e), scheduler=lcm_scheduler(bb, meta))
+    pipe = TextToVideoSDPipeline(
+        vae=bb.vae,
+        text_encoder=bb.text_encoder,
+        tokenizer=bb.tokenizer,
+        unet=fold_guidance(net, w, e),
+        scheduler=lcm_scheduler(bb, meta),
+    )
     out = Path(out_dir)
     pipe.save_pretrained(out)
-    (out / "t2vturbo_pipeline.json").write_text(json.dumps({
-        "source": str(Path(export_dir).resolve()), "guidance_folded": w, "eta_folded": e,
-        "num_inference_steps": 4, "guidance_scale": 1.0, "student_step": meta.get("step"),
-    }, indent=2))
+    (out / "t2vturbo_pipeline.json").write_text(
+        json.dumps(
+            {
+                "source": str(Path(export_dir).resolve()),
+                "guidance_folded": w,
+                "eta_folded": e,
+                "num_inference_steps": 4,
+                "guidance_scale": 1.0,
+                "student_step": meta.get("step"),
+            },
+            indent=2,
+        )
+    )
     return out
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m t2vturbo.export_pipeline", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m t2vturbo.export_pipeline", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("export_dir", help="a student export (OUTPUT_DIR/export)")
     ap.add_argument("out_dir", help="where the diffusers pipeline folder goes")
-    ap.add_argument("--guidance", type=float, help="w to fold in (default: the student's, the middle of its range)")
+    ap.add_argument(
+        "--guidance", type=float, help="w to fold in (default: the student's, the middle of its range)"
+    )
     ap.add_argument("--eta", type=float, help="motion-strength eta to fold in (default: the student's)")
     a = ap.parse_args(argv)
     out = export_pipeline(a.export_dir, a.out_dir, a.guidance, a.eta)
-    print(f"wrote {out}: DiffusionPipeline.from_pretrained({str(out)!r})(prompt, num_inference_steps=4, guidance_scale=1.0)")
+    print(
+        f"wrote {out}: DiffusionPipeline.from_pretrained({str(out)!r})(prompt, num_inference_steps=4, guidance_scale=1.0)"
+    )
     return 0
 
 

@@ -122,10 +122,15 @@ class Precomputer:
         self.bb = build_backbone(cfg.model, False, self.device, torch.float32)
         self.bb.eval()
         grid = Parameterisation.of(self.bb).grid(cfg.objective.num_ddim_timesteps)
-        mg = MotionGuidance.from_config(cfg.guidance, self.bb, grid, seed=cfg.seed) if cfg.guidance.motion else None
+        mg = (
+            MotionGuidance.from_config(cfg.guidance, self.bb, grid, seed=cfg.seed)
+            if cfg.guidance.motion
+            else None
+        )
         # the online objective's own draws, grid and teacher: stored clips equal online training's first epoch
-        self.objective = ConsistencyDistillation(cfg.objective, self.bb, cfg.seed,
-                                                 OnlineTeacher(self.bb, cfg.objective.guidance_form, mg))
+        self.objective = ConsistencyDistillation(
+            cfg.objective, self.bb, cfg.seed, OnlineTeacher(self.bb, cfg.objective.guidance_form, mg)
+        )
         self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
 
     @property
@@ -133,8 +138,13 @@ class Precomputer:
         return self.objective.motion_guidance
 
     @torch.no_grad()
-    def compute(self, video: torch.Tensor, captions: list[str], positions: list[int],
-                use_motion_guide: list[bool] | None = None) -> list[dict[str, torch.Tensor]]:
+    def compute(
+        self,
+        video: torch.Tensor,
+        captions: list[str],
+        positions: list[int],
+        use_motion_guide: list[bool] | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
         """The stored tensors (float32, before the storage cast) of a batch of clips: the online teacher's
         outputs and motion score at the draws online training makes at these positions."""
         bb, obj = self.bb, self.objective
@@ -153,12 +163,18 @@ class Precomputer:
             score, guided = score.float(), guided.cpu()
         res = []
         for b in range(len(positions)):
-            res.append({
-                "n": d.index[b].reshape(()).long(),
-                "z_t": z_t[b], "out_c": out_c[b], "out_u": out_u[b], "score": score[b],
-                "mg": guided[b].reshape(()), "cond": cond[b].float(),
-                "_t": (int(t_start[b]), int(t_end[b])),
-            })
+            res.append(
+                {
+                    "n": d.index[b].reshape(()).long(),
+                    "z_t": z_t[b],
+                    "out_c": out_c[b],
+                    "out_u": out_u[b],
+                    "score": score[b],
+                    "mg": guided[b].reshape(()),
+                    "cond": cond[b].float(),
+                    "_t": (int(t_start[b]), int(t_end[b])),
+                }
+            )
         return res
 
     def stored(self, r: dict) -> dict[str, torch.Tensor]:
@@ -182,15 +198,27 @@ def _write_part(path: Path, samples: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _precompute_shard(cfg, pre: DictConfig, worker: Precomputer, url: str, out: Path, offset: int, summary: dict):
+def _precompute_shard(
+    cfg, pre: DictConfig, worker: Precomputer, url: str, out: Path, offset: int, summary: dict
+):
     """One source shard -> its output parts. Returns (number of source samples, part paths)."""
     d = cfg.data
     stem = shard_stem(url)
     shard_size = int(pre["shard_size"])
     bs = max(1, int(pre["batch_size"]))
-    stream = ClipStream([url], cfg.model.num_frames, (cfg.model.height, cfg.model.width), frame_stride=d.frame_stride,
-                        target_fps=d.target_fps, seed=cfg.seed, shuffle_buffer=0, resampled=False,
-                        rank=0, world_size=1, max_skip_fraction=None)
+    stream = ClipStream(
+        [url],
+        cfg.model.num_frames,
+        (cfg.model.height, cfg.model.width),
+        frame_stride=d.frame_stride,
+        target_fps=d.target_fps,
+        seed=cfg.seed,
+        shuffle_buffer=0,
+        resampled=False,
+        rank=0,
+        world_size=1,
+        max_skip_fraction=None,
+    )
     parts: list[str] = []
     part: list[dict] = []
     pending: list[tuple[dict, dict, int]] = []  # (raw sample, decoded item, position)
@@ -203,23 +231,40 @@ def _precompute_shard(cfg, pre: DictConfig, worker: Precomputer, url: str, out: 
         if not pending:
             return
         video = torch.stack([it["video"] for _, it, _ in pending])
-        res = worker.compute(video, [it["caption"] for _, it, _ in pending], [p for _, _, p in pending],
-                             [bool(it["meta"].get("use_motion_guide", True)) for _, it, _ in pending])
+        res = worker.compute(
+            video,
+            [it["caption"] for _, it, _ in pending],
+            [p for _, _, p in pending],
+            [bool(it["meta"].get("use_motion_guide", True)) for _, it, _ in pending],
+        )
         for (raw, it, pos), r in zip(pending, res):
             t_s, t_e = r["_t"]
             meta = dict(it["meta"])
             meta["precompute"] = {
-                "short_caption": it["caption"], "n": int(r["n"]), "t_start": t_s, "t_end": t_e,
-                "mg": bool(r["mg"]), "position": pos, "seed": int(cfg.seed), "src_url": url,
-                "src_key": it["key"], "dtype": pre["dtype"], "motion": bool(cfg.guidance.motion),
+                "short_caption": it["caption"],
+                "n": int(r["n"]),
+                "t_start": t_s,
+                "t_end": t_e,
+                "mg": bool(r["mg"]),
+                "position": pos,
+                "seed": int(cfg.seed),
+                "src_url": url,
+                "src_key": it["key"],
+                "dtype": pre["dtype"],
+                "motion": bool(cfg.guidance.motion),
                 "reference": cfg.guidance.reference if cfg.guidance.motion else None,
-                "num_ddim_timesteps": int(cfg.objective.num_ddim_timesteps), "skip": int(cfg.objective.skip),
+                "num_ddim_timesteps": int(cfg.objective.num_ddim_timesteps),
+                "skip": int(cfg.objective.skip),
             }
-            part.append({
-                "__key__": it["key"], "mp4": bytes(raw["mp4"]), "txt": it["caption"].encode("utf-8"),
-                "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
-                f"{STORED_MEMBER}.safetensors": _safetensors_bytes(worker.stored(r)),
-            })
+            part.append(
+                {
+                    "__key__": it["key"],
+                    "mp4": bytes(raw["mp4"]),
+                    "txt": it["caption"].encode("utf-8"),
+                    "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
+                    f"{STORED_MEMBER}.safetensors": _safetensors_bytes(worker.stored(r)),
+                }
+            )
         pending.clear()
 
     def finalize(j: int):
@@ -297,7 +342,6 @@ def precompute(cfg, pre: DictConfig) -> dict:
     return summary
 
 
-
 def read_pre(data: bytes) -> dict[str, torch.Tensor]:
     """The tensors of one ``{key}.pre.safetensors`` member."""
     return load(data)
@@ -311,8 +355,14 @@ def _main(cfg) -> dict:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
     s = precompute(vcfg, pre)
-    log.info("precompute chunk %s: wrote %d shard(s) (%d clips), skipped %d finished; sample skips %s",
-             s["chunk"], len(s["written"]), s["clips"], len(s["skipped"]), s["skips"])
+    log.info(
+        "precompute chunk %s: wrote %d shard(s) (%d clips), skipped %d finished; sample skips %s",
+        s["chunk"],
+        len(s["written"]),
+        s["clips"],
+        len(s["skipped"]),
+        s["skips"],
+    )
     return s
 
 

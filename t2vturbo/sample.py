@@ -17,8 +17,16 @@ from .data.video_io import write_video
 from .diffusion import Parameterisation, apply_cfg, multistep_consistency_sample, ode_sample
 from .student_export import STUDENT_FILE, STUDENT_META, StudentExport, find_latest_export, load_teacher
 
-__all__ = ["STUDENT_FILE", "STUDENT_META", "export_sampling_kwargs", "find_latest_export", "load_student",
-           "sample_student", "sample_teacher", "student_inputs"]
+__all__ = [
+    "STUDENT_FILE",
+    "STUDENT_META",
+    "export_sampling_kwargs",
+    "find_latest_export",
+    "load_student",
+    "sample_student",
+    "sample_teacher",
+    "student_inputs",
+]
 
 
 @torch.no_grad()
@@ -35,26 +43,59 @@ def student_inputs(bb, net, prompts, guidance, eta, num_frames, height, width, s
     return cond, w, e, shape, g, noise, next(net.parameters()).dtype
 
 
-def sample_student(bb, net, prompts, steps=4, num_ddim_timesteps=200, guidance=7.5, eta=0.0, num_frames=8,
-                   height=32, width=32, seed=0, sigma_data=0.5, timestep_scaling=10.0, decode=True):
+def sample_student(
+    bb,
+    net,
+    prompts,
+    steps=4,
+    num_ddim_timesteps=200,
+    guidance=7.5,
+    eta=0.0,
+    num_frames=8,
+    height=32,
+    width=32,
+    seed=0,
+    sigma_data=0.5,
+    timestep_scaling=10.0,
+    decode=True,
+):
     """Videos [B, F, 3, H, W] in [-1, 1] from the student in ``steps`` consistency steps on the
     ``num_ddim_timesteps``-point grid it was distilled on (one network pass per step; every family)."""
     param = Parameterisation.of(bb)
-    cond, w, e, shape, g, noise, dtype = student_inputs(bb, net, prompts, guidance, eta, num_frames, height, width,
-                                                        seed)
+    cond, w, e, shape, g, noise, dtype = student_inputs(
+        bb, net, prompts, guidance, eta, num_frames, height, width, seed
+    )
 
     def model(z, t):
         return net(z.to(dtype), param.net_time(t), cond, w, e).float()
 
-    z0 = multistep_consistency_sample(model, shape, param.consistency_times(steps, num_ddim_timesteps), param,
-                                      generator=g, device=bb.device, sigma_data=sigma_data,
-                                      timestep_scaling=timestep_scaling, noise=noise)
+    z0 = multistep_consistency_sample(
+        model,
+        shape,
+        param.consistency_times(steps, num_ddim_timesteps),
+        param,
+        generator=g,
+        device=bb.device,
+        sigma_data=sigma_data,
+        timestep_scaling=timestep_scaling,
+        noise=noise,
+    )
     return bb.decode_latents(z0) if decode else z0
 
 
 @torch.no_grad()
-def sample_teacher(bb, prompts, steps=50, guidance=7.5, num_frames=8, height=32, width=32, seed=0,
-                   guidance_form="lcm", decode=True):
+def sample_teacher(
+    bb,
+    prompts,
+    steps=50,
+    guidance=7.5,
+    num_frames=8,
+    height=32,
+    width=32,
+    seed=0,
+    guidance_form="lcm",
+    decode=True,
+):
     """Videos from the teacher with its ODE solver (DDIM eta = 0, or Euler for flow teachers) and
     classifier-free guidance on the model output (two passes per step, cond and uncond batched)."""
     param = Parameterisation.of(bb)
@@ -93,14 +134,25 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m t2vturbo.sample", description=__doc__.split("\n")[0])
     ap.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     ap.add_argument("--prompts-file", help="text file, one prompt per line")
-    ap.add_argument("--checkpoint", help="export folder (or a run's output dir; with --teacher also a teacher "
-                    "folder); default: newest under outputs/")
+    ap.add_argument(
+        "--checkpoint",
+        help="export folder (or a run's output dir; with --teacher also a teacher "
+        "folder); default: newest under outputs/",
+    )
     ap.add_argument("--steps", type=int, help="default: 4 for the student, 50 for --teacher")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--guidance", type=float, help="w (LCM form: cond + w (cond - uncond)); default: the middle "
-                    "of the student's training range (7.5 for a teacher folder)")
-    ap.add_argument("--eta", type=float, help="motion-guidance strength embedding (student); default: the "
-                    "value it was trained with on guided samples (0 without motion guidance)")
+    ap.add_argument(
+        "--guidance",
+        type=float,
+        help="w (LCM form: cond + w (cond - uncond)); default: the middle "
+        "of the student's training range (7.5 for a teacher folder)",
+    )
+    ap.add_argument(
+        "--eta",
+        type=float,
+        help="motion-guidance strength embedding (student); default: the "
+        "value it was trained with on guided samples (0 without motion guidance)",
+    )
     ap.add_argument("--out", default="samples")
     ap.add_argument("--teacher", action="store_true", help="sample the teacher with DDIM + CFG instead")
     ap.add_argument("--fps", type=int, default=8)
@@ -129,14 +181,25 @@ def main(argv=None):
     if args.steps is None:
         args.steps = 50 if args.teacher else 4
     size, cm = ex.sampling_kwargs()
-    kw = dict(num_frames=args.num_frames or size["num_frames"], height=args.height or size["height"],
-              width=args.width or size["width"], seed=args.seed)
+    kw = dict(
+        num_frames=args.num_frames or size["num_frames"],
+        height=args.height or size["height"],
+        width=args.width or size["width"],
+        seed=args.seed,
+    )
     guidance = float(ex.get("guidance", args.guidance))
     if args.teacher:
         video = sample_teacher(bb, prompts, steps=args.steps, guidance=guidance, **kw)
     else:
-        video = sample_student(bb, net, prompts, steps=args.steps, guidance=guidance,
-                               **{**cm, "eta": float(ex.get("eta", args.eta))}, **kw)
+        video = sample_student(
+            bb,
+            net,
+            prompts,
+            steps=args.steps,
+            guidance=guidance,
+            **{**cm, "eta": float(ex.get("eta", args.eta))},
+            **kw,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     who = "teacher" if args.teacher else "student"

@@ -33,8 +33,16 @@ STUDENT_FILE = "student.safetensors"
 STUDENT_META = "t2vturbo_student.json"
 
 #: sampling settings of a student, with the values used when an export's meta lacks them
-SAMPLING_DEFAULTS: dict[str, Any] = {"num_frames": 8, "height": 32, "width": 32, "num_ddim_timesteps": 200,
-                                     "sigma_data": 0.5, "timestep_scaling": 10.0, "guidance": 7.5, "eta": 0.0}
+SAMPLING_DEFAULTS: dict[str, Any] = {
+    "num_frames": 8,
+    "height": 32,
+    "width": 32,
+    "num_ddim_timesteps": 200,
+    "sigma_data": 0.5,
+    "timestep_scaling": 10.0,
+    "guidance": 7.5,
+    "eta": 0.0,
+}
 
 
 def find_latest_export(root="outputs") -> Path | None:
@@ -58,8 +66,10 @@ class StudentExport:
         if path is None:
             found = find_latest_export(root)
             if found is None:
-                raise FileNotFoundError(f"no distilled student found under {str(root)}/: run `make distill` "
-                                        "(or pass --checkpoint DIR)")
+                raise FileNotFoundError(
+                    f"no distilled student found under {str(root)}/: run `make distill` "
+                    "(or pass --checkpoint DIR)"
+                )
             path = found
         d = Path(path)
         for cand in (d, d / "export"):
@@ -84,7 +94,9 @@ class StudentExport:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if not self.weights.is_file():
-            raise FileNotFoundError(f"student export {str(self.dir)!r} has {STUDENT_META} but no {STUDENT_FILE}")
+            raise FileNotFoundError(
+                f"student export {str(self.dir)!r} has {STUDENT_META} but no {STUDENT_FILE}"
+            )
         return load_file(str(self.weights))
 
     def get(self, name: str, value=None):
@@ -97,14 +109,20 @@ class StudentExport:
         """(clip size, consistency-sampler settings) as keyword arguments of ``t2vturbo.sample``'s samplers:
         ``num_frames, height, width`` and ``num_ddim_timesteps, sigma_data, timestep_scaling, eta``."""
         size = {k: int(self.get(k)) for k in ("num_frames", "height", "width")}
-        cm = dict(num_ddim_timesteps=int(self.get("num_ddim_timesteps")), sigma_data=float(self.get("sigma_data")),
-                  timestep_scaling=float(self.get("timestep_scaling")), eta=float(self.get("eta")))
+        cm = dict(
+            num_ddim_timesteps=int(self.get("num_ddim_timesteps")),
+            sigma_data=float(self.get("sigma_data")),
+            timestep_scaling=float(self.get("timestep_scaling")),
+            eta=float(self.get("eta")),
+        )
         return size, cm
 
     def load_teacher(self, device="cpu"):
         """The teacher backbone the student was distilled from (``teacher_path``, ``backbone_kwargs``)."""
         m = self.meta
-        return load_backbone(m.get("family", "unet3d"), m["teacher_path"], **m.get("backbone_kwargs", {})).to(device)
+        return load_backbone(m.get("family", "unet3d"), m["teacher_path"], **m.get("backbone_kwargs", {})).to(
+            device
+        )
 
     def load(self, device="cpu"):
         """``(backbone, student)``: the teacher backbone and the student in eval mode, on ``device``."""
@@ -118,11 +136,18 @@ class StudentExport:
         was distilled from another teacher folder than ``teacher_path``."""
         theirs = self.meta.get("teacher_path")
         if theirs and teacher_path and Path(theirs).resolve() != Path(teacher_path).resolve():
-            log.warning("the student export %s was distilled from %s, model.path is %s", self.dir, theirs, teacher_path)
+            log.warning(
+                "the student export %s was distilled from %s, model.path is %s",
+                self.dir,
+                theirs,
+                teacher_path,
+            )
         missing, unexpected = module.load_state_dict(self.state_dict(), strict=False)
         if missing or unexpected:
-            raise ValueError(f"student export {self.dir} does not fit model.path's student: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"student export {self.dir} does not fit model.path's student: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
         log.info("initialised the student from %s (step %s)", self.dir, self.meta.get("step"))
 
     # ---- writing ----------------------------------------------------------------------------------
@@ -172,6 +197,8 @@ def load_teacher(path=None, device="cpu"):
     except FileNotFoundError:
         if path is None:
             raise
-        raise FileNotFoundError(f"{str(path)!r} is neither a teacher folder (unet/config.json) nor a student "
-                                f"export ({STUDENT_META})") from None
+        raise FileNotFoundError(
+            f"{str(path)!r} is neither a teacher folder (unet/config.json) nor a student "
+            f"export ({STUDENT_META})"
+        ) from None
     return ex.load_teacher(device), ex.meta

@@ -47,14 +47,24 @@ def launch_distill(overrides, nproc: int = 1, timeout: float = 600, wait: bool =
     for r in range(nproc):
         env = dict(os.environ)
         env.update(
-            RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
-            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+            RANK=str(r),
+            LOCAL_RANK=str(r),
+            WORLD_SIZE=str(nproc),
+            LOCAL_WORLD_SIZE=str(nproc),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
         )
         env.update(extra_env or {})
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "t2vturbo.distill", *overrides],
-                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         )
     if not wait:
@@ -95,7 +105,17 @@ def tiny_dirs(tmp_path_factory):
     export = root / "run" / "export"
     export.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
-    meta = dict(family="unet3d", teacher_path=str(teacher), num_frames=4, height=16, width=16,
-                num_ddim_timesteps=50, sigma_data=0.5, timestep_scaling=10.0, w_range=[2.0, 6.0], step=0)
+    meta = dict(
+        family="unet3d",
+        teacher_path=str(teacher),
+        num_frames=4,
+        height=16,
+        width=16,
+        num_ddim_timesteps=50,
+        sigma_data=0.5,
+        timestep_scaling=10.0,
+        w_range=[2.0, 6.0],
+        step=0,
+    )
     (export / STUDENT_META).write_text(json.dumps(meta))
     return teacher, export

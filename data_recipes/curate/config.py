@@ -210,7 +210,9 @@ def validate(cfg: DictConfig | dict, *, check_paths: bool = True) -> DictConfig:
             raise ConfigError(f"{key} is required (e.g. input=/raw/videos output=/data/shards)")
     c, r = merged.chunk, merged.curate_recipe
     if not 0 <= c.index < c.count:
-        raise ConfigError(f"need 0 <= chunk.index < chunk.count, got chunk.index={c.index} chunk.count={c.count}")
+        raise ConfigError(
+            f"need 0 <= chunk.index < chunk.count, got chunk.index={c.index} chunk.count={c.count}"
+        )
     if r.scenes.backend not in ("pyav", "opencv"):
         raise ConfigError(f"curate_recipe.scenes.backend={r.scenes.backend!r}: expected pyav or opencv")
     if not r.scenes.min_scene_len >= 0:
@@ -241,15 +243,23 @@ def validate(cfg: DictConfig | dict, *, check_paths: bool = True) -> DictConfig:
     if not s.motion.gap_seconds > 0:
         raise ConfigError(f"curate_recipe.scores.motion.gap_seconds={s.motion.gap_seconds} must be > 0")
     if r.output.max_short_side is not None and r.output.max_short_side < 2:
-        raise ConfigError(f"curate_recipe.output.max_short_side={r.output.max_short_side} must be >= 2 or null")
+        raise ConfigError(
+            f"curate_recipe.output.max_short_side={r.output.max_short_side} must be >= 2 or null"
+        )
     if not 0 <= r.output.crf <= 51:
         raise ConfigError(f"curate_recipe.output.crf={r.output.crf} must be in [0, 51]")
     if not r.output.shard_prefix or any(ch in r.output.shard_prefix for ch in "/\\. {}"):
-        raise ConfigError(f"curate_recipe.output.shard_prefix={r.output.shard_prefix!r}: no '/', '.', spaces or braces")
+        raise ConfigError(
+            f"curate_recipe.output.shard_prefix={r.output.shard_prefix!r}: no '/', '.', spaces or braces"
+        )
     if r.caption.model_mode not in ("missing", "always"):
-        raise ConfigError(f"curate_recipe.caption.model_mode={r.caption.model_mode!r}: expected missing or always")
+        raise ConfigError(
+            f"curate_recipe.caption.model_mode={r.caption.model_mode!r}: expected missing or always"
+        )
     if r.dedup.keep != "first" and r.dedup.keep not in SCORE_NAMES:
-        raise ConfigError(f"curate_recipe.dedup.keep={r.dedup.keep!r}: expected first or one of {SCORE_NAMES}")
+        raise ConfigError(
+            f"curate_recipe.dedup.keep={r.dedup.keep!r}: expected first or one of {SCORE_NAMES}"
+        )
 
     m, f = merged.models, r.filter
     if m.aesthetic is not None and m.clip is None:
@@ -271,7 +281,9 @@ def validate(cfg: DictConfig | dict, *, check_paths: bool = True) -> DictConfig:
         ("min_clip_similarity", "clip_similarity"),
     ):
         if f[key] is not None and not available[score]:
-            raise ConfigError(f"curate_recipe.filter.{key} is set but the {score} score is off (set {how[score]})")
+            raise ConfigError(
+                f"curate_recipe.filter.{key} is set but the {score} score is off (set {how[score]})"
+            )
     if r.dedup.keep != "first" and not available[r.dedup.keep]:
         raise ConfigError(
             f"curate_recipe.dedup.keep={r.dedup.keep!r} but the {r.dedup.keep} score is off (set {how[r.dedup.keep]})"

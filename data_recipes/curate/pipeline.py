@@ -107,7 +107,12 @@ class Curation:
             "filter": _plain(r.filter),
             "dedup": _plain(r.dedup),
             "caption": {"caption": _plain(r.caption), "captioner": _abs(m.captioner)},
-            "shards": {"output": _plain(r.output), "dir": str(self.out), "chunk": [c.index, c.count], "recipe": r.name},
+            "shards": {
+                "output": _plain(r.output),
+                "dir": str(self.out),
+                "chunk": [c.index, c.count],
+                "recipe": r.name,
+            },
         }
         self.fingerprints: dict[str, str] = {}
         prev = ""
@@ -116,7 +121,9 @@ class Curation:
 
     # ---- helpers ---------------------------------------------------------------------------
     def _bar(self, stage: str, total: int, unit: str) -> tqdm:
-        return tqdm(total=total, desc=f"curate {stage}", unit=unit, disable=not self.cfg.progress, leave=False)
+        return tqdm(
+            total=total, desc=f"curate {stage}", unit=unit, disable=not self.cfg.progress, leave=False
+        )
 
     def _run_stage(self, stage: str, fn: Callable[[StageFile], None]) -> dict[str, dict[str, Any]]:
         sf = StageFile(self.work, stage, self.fingerprints[stage])
@@ -191,7 +198,9 @@ class Curation:
                     continue
                 fps = float(v["fps"])
                 try:
-                    found = scenes_mod.detect_scenes(v["path"], fps, sc.threshold, sc.min_scene_len, sc.backend)
+                    found = scenes_mod.detect_scenes(
+                        v["path"], fps, sc.threshold, sc.min_scene_len, sc.backend
+                    )
                 except Exception as e:
                     sf.append({
                         "id": v["id"], "kept": False, "reason": "scene detection failed",
@@ -202,7 +211,14 @@ class Curation:
                 for si, (a, b) in enumerate(found):
                     keep, drop = scenes_mod.split_scene(a, b, fps, cl.min_seconds, cl.max_seconds)
                     for s, e in keep:
-                        clips.append({"id": f"{v['id']}_{len(clips):04d}", "start_frame": s, "end_frame": e, "scene": si})
+                        clips.append(
+                            {
+                                "id": f"{v['id']}_{len(clips):04d}",
+                                "start_frame": s,
+                                "end_frame": e,
+                                "scene": si,
+                            }
+                        )
                     for s, e in drop:
                         dropped.append({
                             "start_frame": s, "end_frame": e, "scene": si, "reason": "too short",
@@ -221,10 +237,18 @@ class Curation:
             for c in scenes[vid]["clips"]:
                 self.clips.append(
                     Clip(
-                        id=c["id"], video=vid, path=v["path"], fps=float(v["fps"]), fps_fraction=v["fps_fraction"],
-                        start_frame=int(c["start_frame"]), end_frame=int(c["end_frame"]), scene=int(c["scene"]),
-                        caption=v.get("caption"), caption_source=v.get("caption_source"),
-                        width=int(v["width"]), height=int(v["height"]),
+                        id=c["id"],
+                        video=vid,
+                        path=v["path"],
+                        fps=float(v["fps"]),
+                        fps_fraction=v["fps_fraction"],
+                        start_frame=int(c["start_frame"]),
+                        end_frame=int(c["end_frame"]),
+                        scene=int(c["scene"]),
+                        caption=v.get("caption"),
+                        caption_source=v.get("caption_source"),
+                        width=int(v["width"]),
+                        height=int(v["height"]),
                     )  # fmt: skip
                 )
 
@@ -265,7 +289,9 @@ class Curation:
             for i in {i for p in plan["motion"] for i in p}:
                 grey[i] = scores_mod.grey_small(frames[i], s.motion.size)
             gap = plan["motion"][0][1] - plan["motion"][0][0]
-            out["motion"] = scores_mod.motion_score([(grey[i], grey[j]) for i, j in plan["motion"]], gap / c.fps)
+            out["motion"] = scores_mod.motion_score(
+                [(grey[i], grey[j]) for i, j in plan["motion"]], gap / c.fps
+            )
         if "ocr" in plan:
             out["text_area"] = max(self.ocr(frames[i]) for i in plan["ocr"])
         if "clip" in plan:
@@ -380,14 +406,23 @@ class Curation:
                     cap, src = c.caption, c.caption_source
                     if model_caps.get(c.id):
                         cap, src = model_caps[c.id], "model"
-                    rec: dict[str, Any] = {"id": c.id, "caption": cap or "", "caption_source": src if cap else None}
+                    rec: dict[str, Any] = {
+                        "id": c.id,
+                        "caption": cap or "",
+                        "caption_source": src if cap else None,
+                    }
                     if c.id in errors:
                         rec["model_error"] = errors[c.id]
                     if cap or cc.allow_empty:
                         rec.update(kept=True, reason=None)
                     else:
-                        detail = "captioning model gave an empty caption" if c.id in model_caps else (
-                            "no caption in the input metadata" + ("" if use_model else " and no captioning model")
+                        detail = (
+                            "captioning model gave an empty caption"
+                            if c.id in model_caps
+                            else (
+                                "no caption in the input metadata"
+                                + ("" if use_model else " and no captioning model")
+                            )
                         )
                         rec.update(kept=False, reason="no caption", detail=detail)
                     sf.append(rec)
@@ -524,7 +559,13 @@ class Curation:
         """Rows ``{stage, unit, in, kept, dropped: {reason: n}}`` computed from the stage files."""
 
         def row(stage: str, unit: str, n_in: int, kept: int, dropped: Counter) -> dict[str, Any]:
-            return {"stage": stage, "unit": unit, "in": n_in, "kept": kept, "dropped": dict(sorted(dropped.items()))}
+            return {
+                "stage": stage,
+                "unit": unit,
+                "in": n_in,
+                "kept": kept,
+                "dropped": dict(sorted(dropped.items())),
+            }
 
         def simple(stage: str, unit: str) -> dict[str, Any]:
             recs = list(self.files[stage].records.values())
@@ -566,7 +607,11 @@ class Curation:
             "recipe": _plain(self.r),
             "work_dir": str(self.work),
             "summary": rows,
-            "layout": {"mp4": "H.264 clip", "txt": "caption", "json": "metadata: fps, source, start/end, scores, ..."},
+            "layout": {
+                "mp4": "H.264 clip",
+                "txt": "caption",
+                "json": "metadata: fps, source, start/end, scores, ...",
+            },
         }
 
     def _merge_indices(self) -> Path | None:
@@ -581,7 +626,10 @@ class Curation:
         total: dict[str, dict[str, Any]] = {}
         for part in parts:
             for r in part["summary"]:
-                t = total.setdefault(r["stage"], {"stage": r["stage"], "unit": r["unit"], "in": 0, "kept": 0, "dropped": Counter()})
+                t = total.setdefault(
+                    r["stage"],
+                    {"stage": r["stage"], "unit": r["unit"], "in": 0, "kept": 0, "dropped": Counter()},
+                )
                 t["in"] += r["in"]
                 t["kept"] += r["kept"]
                 t["dropped"].update(r["dropped"])
@@ -630,7 +678,12 @@ class Curation:
         index = self._index(rows)
         index_path = self.out / f"index-{self.tag}.json"
         _write_json(index_path, index)
-        summary = {"chunk": index["chunk"], "stages": rows, "shards": index["shards"], "count": index["count"]}
+        summary = {
+            "chunk": index["chunk"],
+            "stages": rows,
+            "shards": index["shards"],
+            "count": index["count"],
+        }
         _write_json(self.work / "summary.json", summary)
         merged = self._merge_indices()
         print(format_summary(rows, f"curation summary, chunk {self.tag}"))
@@ -651,7 +704,13 @@ def format_summary(rows: list[dict[str, Any]], title: str = "curation summary") 
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
     lines = [title]
     for x in [head, *body]:
-        cells = [x[0].ljust(widths[0]), x[1].ljust(widths[1]), x[2].rjust(widths[2]), x[3].rjust(widths[3]), x[4]]
+        cells = [
+            x[0].ljust(widths[0]),
+            x[1].ljust(widths[1]),
+            x[2].rjust(widths[2]),
+            x[3].rjust(widths[3]),
+            x[4],
+        ]
         lines.append("  ".join(cells))
     return "\n".join(lines)
 

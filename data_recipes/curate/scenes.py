@@ -12,7 +12,9 @@ def _frame_num(tc) -> int:
     return int(n if n is not None else tc.get_frames())
 
 
-def detect_scenes(path: str, fps: float, threshold: float, min_scene_len: float, backend: str) -> list[tuple[int, int]]:
+def detect_scenes(
+    path: str, fps: float, threshold: float, min_scene_len: float, backend: str
+) -> list[tuple[int, int]]:
     """Scenes of ``path`` as ``[(start_frame, end_frame), ...]`` (end exclusive), covering the video.
 
     ``min_scene_len`` is in seconds (converted to frames at ``fps``).  A video without cuts is

@@ -61,7 +61,9 @@ def grey_small(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = g.shape
     s = min(h, w)
     if s > size:
-        g = cv2.resize(g, (max(1, round(w * size / s)), max(1, round(h * size / s))), interpolation=cv2.INTER_AREA)
+        g = cv2.resize(
+            g, (max(1, round(w * size / s)), max(1, round(h * size / s))), interpolation=cv2.INTER_AREA
+        )
     return g
 
 
@@ -230,14 +232,20 @@ def load_aesthetic_mlp(path: str | Path, in_dim: int | None = None) -> Aesthetic
             sd = sd["state_dict"]
     if not isinstance(sd, dict) or sorted(sd) != sorted(_MLP_KEYS):
         got = sorted(sd)[:12] if isinstance(sd, dict) else type(sd).__name__
-        raise ValueError(f"{p}: unexpected aesthetic MLP weights (got keys {got}); expected {AESTHETIC_LAYOUT}")
+        raise ValueError(
+            f"{p}: unexpected aesthetic MLP weights (got keys {got}); expected {AESTHETIC_LAYOUT}"
+        )
     ws = [sd[f"layers.{i}.weight"] for i in (0, 2, 4, 6, 7)]
     dims = [int(ws[0].shape[1])] + [int(w.shape[0]) for w in ws]
     chain_ok = all(w.ndim == 2 and int(w.shape[1]) == dims[k] for k, w in enumerate(ws)) and dims[-1] == 1
     if not chain_ok:
-        raise ValueError(f"{p}: aesthetic MLP shapes do not chain ({[tuple(w.shape) for w in ws]}); expected {AESTHETIC_LAYOUT}")
+        raise ValueError(
+            f"{p}: aesthetic MLP shapes do not chain ({[tuple(w.shape) for w in ws]}); expected {AESTHETIC_LAYOUT}"
+        )
     if in_dim is not None and dims[0] != in_dim:
-        raise ValueError(f"{p}: the aesthetic MLP takes {dims[0]}-d embeddings but the CLIP model gives {in_dim}-d")
+        raise ValueError(
+            f"{p}: the aesthetic MLP takes {dims[0]}-d embeddings but the CLIP model gives {in_dim}-d"
+        )
     mlp = AestheticMLP(dims)
     mlp.load_state_dict({k: v.float() for k, v in sd.items()})
     return mlp.eval()
@@ -314,7 +322,9 @@ class ClipScorer:
         tok = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
         ).to(self.device)
-        pooled = self.model.text_model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).pooler_output
+        pooled = self.model.text_model(
+            input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
+        ).pooler_output
         e = self.model.text_projection(pooled).float()
         return e / e.norm(dim=-1, keepdim=True)
 
@@ -325,7 +335,9 @@ class ClipScorer:
         return self.mlp(image_embeds.float()).squeeze(-1)
 
 
-def clip_scores(scorer: ClipScorer, frames: Sequence[np.ndarray], text_emb: torch.Tensor | None) -> dict[str, float]:
+def clip_scores(
+    scorer: ClipScorer, frames: Sequence[np.ndarray], text_emb: torch.Tensor | None
+) -> dict[str, float]:
     """``aesthetic`` (with an MLP) and ``clip_similarity`` (with a caption embedding) of one clip."""
     out: dict[str, float] = {}
     emb = scorer.image_embeds(frames)
@@ -350,7 +362,9 @@ class Captioner:
         from transformers import AutoImageProcessor, AutoTokenizer
 
         d = check_model_path("captioning model", path, CAPTIONER_LAYOUT, is_dir=True)
-        auto = getattr(transformers, "AutoModelForImageTextToText", None) or transformers.AutoModelForVision2Seq
+        auto = (
+            getattr(transformers, "AutoModelForImageTextToText", None) or transformers.AutoModelForVision2Seq
+        )
         self.device = torch.device(device)
         self.processor = AutoImageProcessor.from_pretrained(str(d))
         self.tokenizer = AutoTokenizer.from_pretrained(str(d))

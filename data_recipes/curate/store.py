@@ -64,7 +64,9 @@ class StageFile:
         except ValueError:
             header = None
         if not isinstance(header, dict) or header.get("fingerprint") != self.fingerprint:
-            self._discard("settings changed since its files were written" if header else "unreadable stage file")
+            self._discard(
+                "settings changed since its files were written" if header else "unreadable stage file"
+            )
             return
         if good < len(data):
             log.warning("stage %s: dropping a half-written record at the end of %s", self.stage, self.path)
@@ -110,7 +112,9 @@ class StageFile:
             self._fh.close()
             self._fh = None
         tmp = self.done_path.with_name(self.done_path.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"stage": self.stage, "fingerprint": self.fingerprint, "records": len(self.records)}))
+        tmp.write_text(
+            json.dumps({"stage": self.stage, "fingerprint": self.fingerprint, "records": len(self.records)})
+        )
         os.replace(tmp, self.done_path)
 
     def append_header_only(self) -> None:

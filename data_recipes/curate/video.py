@@ -92,7 +92,9 @@ class ClipEncoder:
         self._buf = io.BytesIO()
         self._out = av.open(self._buf, mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, str) else Fraction(fps)
-        self._st = self._out.add_stream("libx264", rate=rate, options={"crf": str(int(crf)), "preset": preset})
+        self._st = self._out.add_stream(
+            "libx264", rate=rate, options={"crf": str(int(crf)), "preset": preset}
+        )
         self._st.width, self._st.height = out_size
         self._st.pix_fmt = "yuv420p"
 

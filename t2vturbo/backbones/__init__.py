@@ -20,16 +20,29 @@ FAMILIES: dict[str, type[VideoBackbone]] = {
     "wan": WanBackbone,
 }
 
-__all__ = ["FAMILIES", "GuidedDenoiser", "UNet3DBackbone", "VideoBackbone", "build_backbone", "check_model_dir",
-           "check_paths", "family_class", "load_backbone", "tiny_backbone", "write_tiny_model_dir"]
+__all__ = [
+    "FAMILIES",
+    "GuidedDenoiser",
+    "UNet3DBackbone",
+    "VideoBackbone",
+    "build_backbone",
+    "check_model_dir",
+    "check_paths",
+    "family_class",
+    "load_backbone",
+    "tiny_backbone",
+    "write_tiny_model_dir",
+]
 
 
 def family_class(family: str) -> type[VideoBackbone]:
     try:
         return FAMILIES[family]
     except KeyError:
-        raise ValueError(f"unknown backbone family {family!r}; available: unet3d (modelscope/zeroscope layout), "
-                         "wan, videocrafter2") from None
+        raise ValueError(
+            f"unknown backbone family {family!r}; available: unet3d (modelscope/zeroscope layout), "
+            "wan, videocrafter2"
+        ) from None
 
 
 def check_paths(cfg) -> None:
@@ -42,9 +55,13 @@ def check_paths(cfg) -> None:
         raise FileNotFoundError(f"model.path: {e}") from None
 
 
-def build_backbone(model_cfg, gradient_checkpointing: bool = False, device="cpu", dtype=torch.float32) -> VideoBackbone:
+def build_backbone(
+    model_cfg, gradient_checkpointing: bool = False, device="cpu", dtype=torch.float32
+) -> VideoBackbone:
     """The teacher of ``cfg.model`` on ``device``, networks in ``dtype`` (path null: a tiny random one)."""
-    return family_class(model_cfg.family).from_model_config(model_cfg, gradient_checkpointing, dtype).to(device)
+    return (
+        family_class(model_cfg.family).from_model_config(model_cfg, gradient_checkpointing, dtype).to(device)
+    )
 
 
 def load_backbone(family: str, path: str | Path, **kwargs) -> VideoBackbone:

@@ -65,7 +65,9 @@ class GuidedDenoiser(nn.Module):
     def forward(self, z_t, t, cond, w=None, eta=None):
         b = z_t.shape[0]
         w = torch.zeros(b) if w is None else torch.as_tensor(w, dtype=torch.float32).reshape(-1).expand(b)
-        eta = torch.zeros(b) if eta is None else torch.as_tensor(eta, dtype=torch.float32).reshape(-1).expand(b)
+        eta = (
+            torch.zeros(b) if eta is None else torch.as_tensor(eta, dtype=torch.float32).reshape(-1).expand(b)
+        )
         self._extra = self.guidance_embedding(w.float().cpu(), eta.float().cpu())
         try:
             return self.base(z_t, t, cond)

@@ -31,7 +31,9 @@ class PixelUnshuffleVAE(nn.Module):
     def __init__(self, factor: int = 4, scaling_factor: float = 1.0):
         super().__init__()
         self.factor = int(factor)
-        self.config = SimpleNamespace(scaling_factor=float(scaling_factor), factor=self.factor, latent_channels=3 * self.factor**2)
+        self.config = SimpleNamespace(
+            scaling_factor=float(scaling_factor), factor=self.factor, latent_channels=3 * self.factor**2
+        )
         self.register_buffer("_dtype_probe", torch.zeros(()), persistent=False)
 
     @property
@@ -47,7 +49,11 @@ class PixelUnshuffleVAE(nn.Module):
     def save_pretrained(self, path):
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
-        cfg = {"_class_name": type(self).__name__, "factor": self.factor, "scaling_factor": self.config.scaling_factor}
+        cfg = {
+            "_class_name": type(self).__name__,
+            "factor": self.factor,
+            "scaling_factor": self.config.scaling_factor,
+        }
         (p / "config.json").write_text(json.dumps(cfg, indent=2))
 
     @classmethod

@@ -58,6 +58,7 @@ def _checkpointed_class(cls: type) -> type:
     """A subclass of ``cls`` whose forward is recomputed in backward while grad is enabled.
     (A class, not an instance attribute, so ``copy.deepcopy`` of the model stays correct.)"""
     if cls not in _CKPT_CLASSES:
+
         def forward(self, *args, **kwargs):
             if torch.is_grad_enabled():
                 return checkpoint(super(sub, self).forward, *args, use_reentrant=False, **kwargs)
@@ -89,10 +90,18 @@ def check_model_dir(path: str | os.PathLike) -> Path:
     """Fail early, naming the path and the expected layout, if a teacher folder is incomplete."""
     p = Path(path)
     if not p.is_dir():
-        raise FileNotFoundError(f"teacher folder {str(p)!r} does not exist; expected a diffusers layout: {EXPECTED_LAYOUT}")
+        raise FileNotFoundError(
+            f"teacher folder {str(p)!r} does not exist; expected a diffusers layout: {EXPECTED_LAYOUT}"
+        )
     missing = [
         sub
-        for sub in ("unet/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer", "scheduler/scheduler_config.json")
+        for sub in (
+            "unet/config.json",
+            "vae/config.json",
+            "text_encoder/config.json",
+            "tokenizer",
+            "scheduler/scheduler_config.json",
+        )
         if not (p / sub).exists()
     ]
     if missing:
@@ -108,8 +117,10 @@ def _load_unet(unet_dir: Path, dtype=torch.float32):
     cls_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name", "UNet3DConditionModel")
     cls = {"UNet3DConditionModel": UNet3DConditionModel, "UNetMotionModel": UNetMotionModel}.get(cls_name)
     if cls is None:
-        raise ValueError(f"{unet_dir}/config.json: unsupported UNet class {cls_name!r} "
-                         "(expected UNet3DConditionModel or UNetMotionModel)")
+        raise ValueError(
+            f"{unet_dir}/config.json: unsupported UNet class {cls_name!r} "
+            "(expected UNet3DConditionModel or UNetMotionModel)"
+        )
     return cls.from_pretrained(unet_dir, torch_dtype=dtype)
 
 
@@ -123,7 +134,9 @@ def _load_vae(vae_dir: Path):
 class UNet3DBackbone(VideoBackbone):
     """ModelScope-style teacher: UNet3DConditionModel + 2D VAE applied per frame + CLIP text encoder."""
 
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, gradient_checkpointing: bool = False):
+    def __init__(
+        self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, gradient_checkpointing: bool = False
+    ):
         super().__init__()
         self.teacher = UNet3DDenoiser(unet)
         self.vae = vae
@@ -158,10 +171,18 @@ class UNet3DBackbone(VideoBackbone):
         if model_cfg.path is None:
             t = model_cfg.tiny
             bb = tiny_backbone(
-                seed=t.seed, vae=t.vae, pixel_factor=t.pixel_factor, latent_channels=t.latent_channels,
-                block_out_channels=tuple(t.block_out_channels), layers_per_block=t.layers_per_block,
-                attention_head_dim=t.attention_head_dim, text_dim=t.text_dim, prediction_type=t.prediction_type,
-                unet=t.unet, text_token_std=t.text_token_std, gradient_checkpointing=gradient_checkpointing,
+                seed=t.seed,
+                vae=t.vae,
+                pixel_factor=t.pixel_factor,
+                latent_channels=t.latent_channels,
+                block_out_channels=tuple(t.block_out_channels),
+                layers_per_block=t.layers_per_block,
+                attention_head_dim=t.attention_head_dim,
+                text_dim=t.text_dim,
+                prediction_type=t.prediction_type,
+                unet=t.unet,
+                text_token_std=t.text_token_std,
+                gradient_checkpointing=gradient_checkpointing,
             )
         else:
             bb = cls.from_pretrained(Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing)
@@ -253,7 +274,9 @@ class UNet3DBackbone(VideoBackbone):
             disable_dropout(unet)
         if self.gradient_checkpointing:
             enable_block_checkpointing(unet)
-        return GuidedDenoiser(UNet3DDenoiser(unet), unet.time_embedding, unet.time_embedding.linear_2.out_features)
+        return GuidedDenoiser(
+            UNet3DDenoiser(unet), unet.time_embedding, unet.time_embedding.linear_2.out_features
+        )
 
     def trainable_teacher(self, clone: bool = False) -> nn.Module:
         """The teacher denoiser itself made trainable (plain diffusion training), or with ``clone`` a
@@ -391,8 +414,9 @@ def tiny_components(
     )
     if unet == "motion":
         heads = tuple(max(1, c // attention_head_dim) for c in block_out_channels)
-        net = UNetMotionModel(**layout, num_attention_heads=heads, motion_num_attention_heads=heads,
-                              motion_max_seq_length=32)
+        net = UNetMotionModel(
+            **layout, num_attention_heads=heads, motion_num_attention_heads=heads, motion_max_seq_length=32
+        )
     else:
         net = UNet3DConditionModel(**layout, attention_head_dim=attention_head_dim)
     return net, vae_m, text_encoder, tokenizer, default_scheduler_config(prediction_type)

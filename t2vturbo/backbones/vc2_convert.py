@@ -52,7 +52,13 @@ from safetensors.torch import load_file
 # ---------------------------------------------------------------------------------------------
 # VAE
 # ---------------------------------------------------------------------------------------------
-_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "nin_shortcut": "conv_shortcut"}
+_RESNET = {
+    "norm1": "norm1",
+    "conv1": "conv1",
+    "norm2": "norm2",
+    "conv2": "conv2",
+    "nin_shortcut": "conv_shortcut",
+}
 _ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 
 
@@ -162,7 +168,9 @@ def autoencoder_kl_config(
 ) -> dict:
     """diffusers ``AutoencoderKL`` kwargs for an LDM ``ddconfig`` (defaults: VideoCrafter2's)."""
     if embed_dim != z_channels:
-        raise ValueError(f"embed_dim={embed_dim} != z_channels={z_channels}: not expressible as a diffusers AutoencoderKL")
+        raise ValueError(
+            f"embed_dim={embed_dim} != z_channels={z_channels}: not expressible as a diffusers AutoencoderKL"
+        )
     n = len(ch_mult)
     return {
         "in_channels": in_channels,
@@ -299,10 +307,21 @@ TEXT_PREFIX = "cond_stage_model.model."
 #: Top-level buffers of ``LatentDiffusion`` (its DDPM schedule; ``scale_arr`` is the v2 "use_scale"
 #: ramp that T2V-Turbo switches off). Recognised and checked, never loaded.
 SCHEDULE_BUFFERS = (
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
-    "scale_arr", "logvar", "lvlb_weights",
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+    "scale_arr",
+    "logvar",
+    "lvlb_weights",
 )
 
 
@@ -344,7 +363,7 @@ def split_checkpoint(sd: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torc
     for k, v in sd.items():
         for name, prefix in (("unet", UNET_PREFIX), ("vae", VAE_PREFIX), ("text", TEXT_PREFIX)):
             if k.startswith(prefix):
-                parts[name][k[len(prefix):]] = v
+                parts[name][k[len(prefix) :]] = v
                 break
         else:
             if k in SCHEDULE_BUFFERS:

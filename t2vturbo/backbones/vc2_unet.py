@@ -136,13 +136,19 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_channels: int, out_channels: int, cfg: VC2UNetConfig):
         super().__init__()
         g = cfg.norm_groups
-        self.in_layers = nn.Sequential(GroupNorm32(g, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            GroupNorm32(g, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
         self.out_layers = nn.Sequential(
-            GroupNorm32(g, out_channels), nn.SiLU(), nn.Dropout(cfg.dropout),
+            GroupNorm32(g, out_channels),
+            nn.SiLU(),
+            nn.Dropout(cfg.dropout),
             _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
-        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        self.skip_connection = (
+            nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        )
         self.temopral_conv = TemporalConv(out_channels, g, cfg.temporal_conv_dropout)  # sic: checkpoint name
 
     def forward(self, x, emb, num_frames: int):
@@ -192,7 +198,9 @@ class Attention(nn.Module):
         def split(y):  # [n, l, heads*d] -> [n, heads, l, d]
             return y.reshape(n, y.shape[1], self.heads, -1).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(ctx)), split(self.to_v(ctx)))
+        out = F.scaled_dot_product_attention(
+            split(self.to_q(x)), split(self.to_k(ctx)), split(self.to_v(ctx))
+        )
         return self.to_out(out.transpose(1, 2).reshape(n, lq, -1))
 
 
@@ -265,12 +273,16 @@ class TemporalTransformer(nn.Module):
     and attn2 of its blocks are self-attention. ``linear=False``: 1x1 ``Conv1d`` projections
     (the official ``init_attn``)."""
 
-    def __init__(self, channels: int, heads: int, dim_head: int, depth: int, groups: int, linear: bool = True):
+    def __init__(
+        self, channels: int, heads: int, dim_head: int, depth: int, groups: int, linear: bool = True
+    ):
         super().__init__()
         inner = heads * dim_head
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner) if linear else nn.Conv1d(channels, inner, 1)
-        self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, dim_head, None) for _ in range(depth)])
+        self.transformer_blocks = nn.ModuleList(
+            [TransformerBlock(inner, heads, dim_head, None) for _ in range(depth)]
+        )
         self.proj_out = _zero(nn.Linear(inner, channels) if linear else nn.Conv1d(inner, channels, 1))
 
     def forward(self, x):  # [b, c, f, h, w]
@@ -315,7 +327,9 @@ class VC2UNet(nn.Module):
         emb_ch = 4 * mc
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
         self.fps_embedding = (
-            nn.Sequential(nn.Linear(mc, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch)) if cfg.fps_cond else None
+            nn.Sequential(nn.Linear(mc, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
+            if cfg.fps_cond
+            else None
         )
 
         def attention(ch: int) -> list[nn.Module]:
@@ -327,7 +341,11 @@ class VC2UNet(nn.Module):
 
         self.input_blocks = nn.ModuleList([Stage([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
         self.init_attn = Stage(
-            [TemporalTransformer(mc, cfg.init_attn_heads, cfg.num_head_channels, cfg.transformer_depth, g, linear=False)]
+            [
+                TemporalTransformer(
+                    mc, cfg.init_attn_heads, cfg.num_head_channels, cfg.transformer_depth, g, linear=False
+                )
+            ]
         )
         skips, ch, ds = [mc], mc, 1
         last = len(cfg.channel_mult) - 1
@@ -343,7 +361,9 @@ class VC2UNet(nn.Module):
                 self.input_blocks.append(Stage([Downsample(ch)]))
                 skips.append(ch)
                 ds *= 2
-        self.middle_block = Stage([ResBlock(ch, emb_ch, ch, cfg), *attention(ch), ResBlock(ch, emb_ch, ch, cfg)])
+        self.middle_block = Stage(
+            [ResBlock(ch, emb_ch, ch, cfg), *attention(ch), ResBlock(ch, emb_ch, ch, cfg)]
+        )
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
@@ -355,7 +375,9 @@ class VC2UNet(nn.Module):
                     layers.append(Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(Stage(layers))
-        self.out = nn.Sequential(GroupNorm32(g, ch), nn.SiLU(), _zero(nn.Conv2d(mc, cfg.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            GroupNorm32(g, ch), nn.SiLU(), _zero(nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
+        )
 
     @property
     def time_embed_dim(self) -> int:
@@ -385,8 +407,11 @@ class VC2UNet(nn.Module):
         names = []
         for tname, tmod in self.named_modules():
             if isinstance(tmod, TemporalTransformer):
-                names += [f"{tname}.{sub}" for sub, m in tmod.named_modules()
-                          if sub.endswith("attn1") and isinstance(m, Attention)]
+                names += [
+                    f"{tname}.{sub}"
+                    for sub, m in tmod.named_modules()
+                    if sub.endswith("attn1") and isinstance(m, Attention)
+                ]
         return names
 
     def forward(self, x, timesteps, context, fps=None):

@@ -89,8 +89,13 @@ def official_config() -> dict:
         "vae": autoencoder_kl_config(),
         "text": clip_text_config(),
         "text_layer": "penultimate",
-        "schedule": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
-                     "num_train_timesteps": 1000, "prediction_type": "epsilon"},
+        "schedule": {
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "num_train_timesteps": 1000,
+            "prediction_type": "epsilon",
+        },
     }
 
 
@@ -111,7 +116,9 @@ def resolve_paths(path, tokenizer_path=None) -> tuple[Path, Path, Path]:
             )
         ckpt, root = found[-1], p  # model.safetensors wins over model.ckpt when both are there
     else:
-        raise FileNotFoundError(f"VideoCrafter2 checkpoint {str(p)!r} does not exist; expected {EXPECTED_LAYOUT}")
+        raise FileNotFoundError(
+            f"VideoCrafter2 checkpoint {str(p)!r} does not exist; expected {EXPECTED_LAYOUT}"
+        )
     tok = Path(tokenizer_path) if tokenizer_path else root / "tokenizer"
     if not tok.is_dir():
         raise FileNotFoundError(
@@ -191,8 +198,16 @@ class VideoCrafter2Denoiser(nn.Module):
 class VideoCrafter2Backbone(VideoBackbone):
     """VideoCrafter2: native UNet, diffusers AutoencoderKL per frame, CLIPTextModel (penultimate)."""
 
-    def __init__(self, unet: VC2UNet, vae, text_encoder, tokenizer, config: dict | None = None,
-                 fps: int = DEFAULT_FPS, gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        unet: VC2UNet,
+        vae,
+        text_encoder,
+        tokenizer,
+        config: dict | None = None,
+        fps: int = DEFAULT_FPS,
+        gradient_checkpointing: bool = False,
+    ):
         super().__init__()
         self.config = copy.deepcopy(config or official_config())
         self.teacher = VideoCrafter2Denoiser(unet, fps)
@@ -205,7 +220,9 @@ class VideoCrafter2Backbone(VideoBackbone):
         sched = self.config["schedule"]
         self.prediction_type = sched["prediction_type"]
         self.num_train_timesteps = int(sched["num_train_timesteps"])
-        ac = make_alphas_cumprod(sched["beta_schedule"], self.num_train_timesteps, sched["beta_start"], sched["beta_end"])
+        ac = make_alphas_cumprod(
+            sched["beta_schedule"], self.num_train_timesteps, sched["beta_start"], sched["beta_end"]
+        )
         self.register_buffer("alphas_cumprod", ac, persistent=False)
         self.latent_channels = unet.config.in_channels
         self.gradient_checkpointing = gradient_checkpointing
@@ -221,8 +238,14 @@ class VideoCrafter2Backbone(VideoBackbone):
 
     # ---- loading / saving ----------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path, tokenizer_path=None, fps: int = DEFAULT_FPS, gradient_checkpointing: bool = False,
-                        dtype=torch.float32):
+    def from_pretrained(
+        cls,
+        path,
+        tokenizer_path=None,
+        fps: int = DEFAULT_FPS,
+        gradient_checkpointing: bool = False,
+        dtype=torch.float32,
+    ):
         """Load the official ``model.ckpt`` (or ``.safetensors``) + tokenizer (see module docstring)."""
         ckpt, tok_dir, root = resolve_paths(path, tokenizer_path)
         config = official_config()
@@ -245,7 +268,11 @@ class VideoCrafter2Backbone(VideoBackbone):
         bb = cls(unet, vae, text_encoder, load_tokenizer(tok_dir), config, fps, gradient_checkpointing)
         bb.check_schedule(parts["schedule"], src)
         if unused:
-            log.info("VideoCrafter2: %s keys not used by the penultimate-layer text encoder: %s", TEXT_PREFIX, unused)
+            log.info(
+                "VideoCrafter2: %s keys not used by the penultimate-layer text encoder: %s",
+                TEXT_PREFIX,
+                unused,
+            )
         bb.model_dir = str(Path(path).resolve())
         return bb
 
@@ -275,23 +302,38 @@ class VideoCrafter2Backbone(VideoBackbone):
             if any(c % bo[0] for c in bo):
                 raise ValueError(f"model.tiny.block_out_channels={bo}: each must be a multiple of the first")
             return tiny_backbone(
-                seed=t.seed, model_channels=bo[0], channel_mult=tuple(c // bo[0] for c in bo),
-                num_res_blocks=t.layers_per_block, num_head_channels=t.attention_head_dim, text_dim=t.text_dim,
-                latent_channels=t.latent_channels, fps=fps, gradient_checkpointing=gradient_checkpointing,
+                seed=t.seed,
+                model_channels=bo[0],
+                channel_mult=tuple(c // bo[0] for c in bo),
+                num_res_blocks=t.layers_per_block,
+                num_head_channels=t.attention_head_dim,
+                text_dim=t.text_dim,
+                latent_channels=t.latent_channels,
+                fps=fps,
+                gradient_checkpointing=gradient_checkpointing,
             )
-        return cls.from_pretrained(model_cfg.path, tokenizer_path=getattr(model_cfg, "tokenizer_path", None), fps=fps,
-                                   gradient_checkpointing=gradient_checkpointing, dtype=dtype)
+        return cls.from_pretrained(
+            model_cfg.path,
+            tokenizer_path=getattr(model_cfg, "tokenizer_path", None),
+            fps=fps,
+            gradient_checkpointing=gradient_checkpointing,
+            dtype=dtype,
+        )
 
     def check_schedule(self, buffers: dict, source: str = "the checkpoint") -> None:
         """A checkpoint's own ``betas`` / ``alphas_cumprod`` must be ours (else it is another model)."""
         ours = {"alphas_cumprod": self.alphas_cumprod.double()}
-        ours["betas"] = 1 - ours["alphas_cumprod"] / torch.cat([torch.ones(1, dtype=torch.float64), ours["alphas_cumprod"][:-1]])
+        ours["betas"] = 1 - ours["alphas_cumprod"] / torch.cat(
+            [torch.ones(1, dtype=torch.float64), ours["alphas_cumprod"][:-1]]
+        )
         for name, ref in ours.items():
             if name in buffers:
                 got = buffers[name].double().cpu()
                 if got.shape != ref.shape or not torch.allclose(got, ref.cpu(), rtol=1e-4, atol=1e-7):
-                    raise ValueError(f"{name} in {source} differs from the VideoCrafter2 schedule "
-                                     f"(scaled_linear 0.00085 -> 0.012, {self.num_train_timesteps} steps)")
+                    raise ValueError(
+                        f"{name} in {source} differs from the VideoCrafter2 schedule "
+                        f"(scaled_linear 0.00085 -> 0.012, {self.num_train_timesteps} steps)"
+                    )
 
     def official_state_dict(self, unet: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """Every tensor in the official checkpoint layout (UNet, LDM VAE, open_clip text tower
@@ -299,7 +341,9 @@ class VideoCrafter2Backbone(VideoBackbone):
         unet = unet or self.teacher.unet
         sd = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
         sd.update({VAE_PREFIX + k: v for k, v in diffusers_vae_to_ldm(self.vae.state_dict()).items()})
-        sd.update({TEXT_PREFIX + k: v for k, v in clip_text_to_open_clip(self.text_encoder.state_dict()).items()})
+        sd.update(
+            {TEXT_PREFIX + k: v for k, v in clip_text_to_open_clip(self.text_encoder.state_dict()).items()}
+        )
         ac = self.alphas_cumprod.double().cpu()
         sd["alphas_cumprod"] = ac.float()
         sd["betas"] = (1 - ac / torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])).float()
@@ -329,7 +373,9 @@ class VideoCrafter2Backbone(VideoBackbone):
 
     def token_ids(self, prompts: list[str]) -> torch.Tensor:
         """[B, 77] ids: <start> + BPE tokens (truncated) + <end>, then zeros (open_clip.tokenize)."""
-        ids = self.tokenizer(list(prompts), truncation=True, max_length=self.max_length, padding=False)["input_ids"]
+        ids = self.tokenizer(list(prompts), truncation=True, max_length=self.max_length, padding=False)[
+            "input_ids"
+        ]
         out = torch.zeros(len(ids), self.max_length, dtype=torch.long)
         for i, row in enumerate(ids):
             out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
@@ -429,27 +475,48 @@ def _randomize_zero_init(module: nn.Module, generator: torch.Generator, std: flo
                 p.copy_(torch.randn(p.shape, generator=generator) * std)
 
 
-def tiny_config(model_channels: int = 16, channel_mult=(1, 2), num_res_blocks: int = 1, num_head_channels: int = 8,
-                text_dim: int = 32, text_layers: int = 3, latent_channels: int = 4, vae_channels=(16, 32),
-                norm_groups: int = 8, vocab_size: int = 514) -> dict:
+def tiny_config(
+    model_channels: int = 16,
+    channel_mult=(1, 2),
+    num_res_blocks: int = 1,
+    num_head_channels: int = 8,
+    text_dim: int = 32,
+    text_layers: int = 3,
+    latent_channels: int = 4,
+    vae_channels=(16, 32),
+    norm_groups: int = 8,
+    vocab_size: int = 514,
+) -> dict:
     """A small configuration of the same classes (official: :func:`official_config`)."""
     cfg = official_config()
     cfg["unet"] = VC2UNetConfig(
-        in_channels=latent_channels, out_channels=latent_channels, model_channels=model_channels,
-        channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
-        attention_resolutions=[2**i for i in range(len(channel_mult))], num_head_channels=num_head_channels,
-        context_dim=text_dim, norm_groups=norm_groups,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        model_channels=model_channels,
+        channel_mult=list(channel_mult),
+        num_res_blocks=num_res_blocks,
+        attention_resolutions=[2**i for i in range(len(channel_mult))],
+        num_head_channels=num_head_channels,
+        context_dim=text_dim,
+        norm_groups=norm_groups,
     ).to_dict()
     ch = vae_channels[0]
-    cfg["vae"] = autoencoder_kl_config(ch=ch, ch_mult=[c // ch for c in vae_channels], num_res_blocks=1,
-                                       z_channels=latent_channels, embed_dim=latent_channels, resolution=32,
-                                       norm_groups=norm_groups)
+    cfg["vae"] = autoencoder_kl_config(
+        ch=ch,
+        ch_mult=[c // ch for c in vae_channels],
+        num_res_blocks=1,
+        z_channels=latent_channels,
+        embed_dim=latent_channels,
+        resolution=32,
+        norm_groups=norm_groups,
+    )
     cfg["text"] = clip_text_config(width=text_dim, layers=text_layers, heads=2, vocab_size=vocab_size)
     return cfg
 
 
-def tiny_backbone(seed: int = 0, fps: int = DEFAULT_FPS, gradient_checkpointing: bool = False,
-                  **config_kwargs) -> VideoCrafter2Backbone:
+def tiny_backbone(
+    seed: int = 0, fps: int = DEFAULT_FPS, gradient_checkpointing: bool = False, **config_kwargs
+) -> VideoCrafter2Backbone:
     """A tiny random VideoCrafter2 (same classes, small sizes; CPU friendly)."""
     tokenizer = build_tiny_clip_tokenizer()
     config_kwargs.setdefault("vocab_size", len(tokenizer))

@@ -50,20 +50,28 @@ EXPECTED_LAYOUT = (
     "text_encoder/{config.json, model*.safetensors}, tokenizer/, scheduler/scheduler_config.json "
     "(the Wan2.1-T2V-1.3B-Diffusers layout)"
 )
-_REQUIRED = ("transformer/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer",
-             "scheduler/scheduler_config.json")
+_REQUIRED = (
+    "transformer/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "tokenizer",
+    "scheduler/scheduler_config.json",
+)
 
 
 def check_wan_dir(path: str | os.PathLike) -> Path:
     """Fail early, naming the path and the expected layout, if a Wan teacher folder is incomplete."""
     p = Path(path)
     if not p.is_dir():
-        raise FileNotFoundError(f"Wan teacher folder {str(p)!r} does not exist; expected a diffusers layout: "
-                                f"{EXPECTED_LAYOUT}")
+        raise FileNotFoundError(
+            f"Wan teacher folder {str(p)!r} does not exist; expected a diffusers layout: {EXPECTED_LAYOUT}"
+        )
     missing = [sub for sub in _REQUIRED if not (p / sub).exists()]
     if missing:
-        raise FileNotFoundError(f"Wan teacher folder {str(p)!r} is missing {', '.join(missing)}; expected a "
-                                f"diffusers layout: {EXPECTED_LAYOUT}")
+        raise FileNotFoundError(
+            f"Wan teacher folder {str(p)!r} is missing {', '.join(missing)}; expected a "
+            f"diffusers layout: {EXPECTED_LAYOUT}"
+        )
     return p
 
 
@@ -71,12 +79,16 @@ def flow_shift_from_config(sc: dict) -> float:
     """The flow shift of a diffusers scheduler config (``flow_shift`` for UniPC/DPM with flow sigmas,
     ``shift`` for FlowMatchEulerDiscreteScheduler)."""
     if sc.get("use_dynamic_shifting"):
-        raise ValueError("scheduler config has use_dynamic_shifting=true (resolution-dependent shift): "
-                         "set a fixed flow_shift / shift in scheduler/scheduler_config.json")
+        raise ValueError(
+            "scheduler config has use_dynamic_shifting=true (resolution-dependent shift): "
+            "set a fixed flow_shift / shift in scheduler/scheduler_config.json"
+        )
     pt = sc.get("prediction_type", "flow_prediction")
     if pt != "flow_prediction":
-        raise ValueError(f"scheduler config prediction_type={pt!r}: a Wan teacher predicts the flow velocity "
-                         "(flow_prediction)")
+        raise ValueError(
+            f"scheduler config prediction_type={pt!r}: a Wan teacher predicts the flow velocity "
+            "(flow_prediction)"
+        )
     if "flow_shift" in sc:
         return float(sc["flow_shift"])
     return float(sc.get("shift", 1.0))
@@ -107,8 +119,9 @@ class WanDenoiser(nn.Module):
         # parameters (time_embedder, norms, scale_shift_table) in float32
         dtype = self.transformer.patch_embedding.weight.dtype
         t = torch.as_tensor(t, device=z_t.device).float()
-        return self.transformer(hidden_states=z_t.to(dtype), timestep=t, encoder_hidden_states=cond.to(dtype),
-                                return_dict=False)[0]
+        return self.transformer(
+            hidden_states=z_t.to(dtype), timestep=t, encoder_hidden_states=cond.to(dtype), return_dict=False
+        )[0]
 
 
 class WanBackbone(VideoBackbone):
@@ -116,8 +129,16 @@ class WanBackbone(VideoBackbone):
 
     prediction_type = "flow"
 
-    def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict,
-                 gradient_checkpointing: bool = False, text_len: int = TEXT_LEN):
+    def __init__(
+        self,
+        transformer,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler_config: dict,
+        gradient_checkpointing: bool = False,
+        text_len: int = TEXT_LEN,
+    ):
         super().__init__()
         self.teacher = WanDenoiser(transformer)
         self.vae = vae
@@ -136,7 +157,9 @@ class WanBackbone(VideoBackbone):
         self.gradient_checkpointing = gradient_checkpointing
         self.text_len = int(text_len)
         cfg = vae.config
-        self.temporal_factor = int(getattr(cfg, "scale_factor_temporal", None) or 2 ** sum(cfg.temperal_downsample))
+        self.temporal_factor = int(
+            getattr(cfg, "scale_factor_temporal", None) or 2 ** sum(cfg.temperal_downsample)
+        )
         self.spatial_factor = int(getattr(cfg, "scale_factor_spatial", None) or 2 ** (len(cfg.dim_mult) - 1))
         self.patch_size = tuple(transformer.config.patch_size)
         self._null_cache: torch.Tensor | None = None
@@ -163,13 +186,16 @@ class WanBackbone(VideoBackbone):
             bb.teacher.to(dtype)
             bb.text_encoder.to(dtype)
             return bb
-        bb = cls.from_pretrained(Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing, dtype=dtype)
+        bb = cls.from_pretrained(
+            Path(model_cfg.path), gradient_checkpointing=gradient_checkpointing, dtype=dtype
+        )
         bb.model_dir = str(Path(model_cfg.path).resolve())
         return bb
 
     @classmethod
-    def from_pretrained(cls, path, gradient_checkpointing: bool = False, dtype=torch.float32,
-                        vae_dtype=torch.float32):
+    def from_pretrained(
+        cls, path, gradient_checkpointing: bool = False, dtype=torch.float32, vae_dtype=torch.float32
+    ):
         """Load a diffusers-layout folder; transformer and text encoder in ``dtype`` (loaded directly in it:
         the umt5-xxl encoder is ~5.7 B parameters), the VAE in ``vae_dtype`` (diffusers recommends float32)."""
         # optional: Wan needs diffusers >= 0.33 (pyproject allows >= 0.32); at module level its absence
@@ -243,12 +269,16 @@ class WanBackbone(VideoBackbone):
     def latent_shape(self, num_frames, height, width):
         ft, fs = self.temporal_factor, self.spatial_factor
         if num_frames < 1 or (num_frames - 1) % ft:
-            raise ValueError(f"model.num_frames={num_frames}: the Wan VAE is causal with temporal factor {ft}, "
-                             f"use 1 + {ft}k frames (e.g. {1 + ft * max(1, (num_frames - 1) // ft)}; Wan2.1 uses 81)")
+            raise ValueError(
+                f"model.num_frames={num_frames}: the Wan VAE is causal with temporal factor {ft}, "
+                f"use 1 + {ft}k frames (e.g. {1 + ft * max(1, (num_frames - 1) // ft)}; Wan2.1 uses 81)"
+            )
         mh, mw = fs * self.patch_size[1], fs * self.patch_size[2]
         if height % mh or width % mw:
-            raise ValueError(f"model.height={height}, model.width={width}: must be multiples of {mh} and {mw} "
-                             f"(VAE factor {fs} x transformer patch {self.patch_size[1:]})")
+            raise ValueError(
+                f"model.height={height}, model.width={width}: must be multiples of {mh} and {mw} "
+                f"(VAE factor {fs} x transformer patch {self.patch_size[1:]})"
+            )
         return (self.latent_channels, (num_frames - 1) // ft + 1, height // fs, width // fs)
 
     @torch.no_grad()
@@ -279,8 +309,10 @@ class WanBackbone(VideoBackbone):
         return GuidedDenoiser(WanDenoiser(tr), te, te.linear_2.out_features)
 
     def trainable_teacher(self, clone: bool = False) -> nn.Module:
-        raise NotImplementedError("training the teacher (objective=diffusion, reward_finetune on the teacher) is not implemented for "
-                                  "model.family=wan; use objective=consistency_distillation")
+        raise NotImplementedError(
+            "training the teacher (objective=diffusion, reward_finetune on the teacher) is not implemented for "
+            "model.family=wan; use objective=consistency_distillation"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,8 +338,16 @@ def wan_scheduler_config(flow_shift: float = 3.0) -> dict:
     }
 
 
-def tiny_wan_components(seed: int = 0, z_dim: int = 4, text_dim: int = 32, heads: int = 2, head_dim: int = 16,
-                        num_layers: int = 2, vae_base_dim: int = 8, flow_shift: float = 3.0):
+def tiny_wan_components(
+    seed: int = 0,
+    z_dim: int = 4,
+    text_dim: int = 32,
+    heads: int = 2,
+    head_dim: int = 16,
+    num_layers: int = 2,
+    vae_base_dim: int = 8,
+    flow_shift: float = 3.0,
+):
     """(transformer, vae, text_encoder, tokenizer, scheduler_config) with tiny random configs of the real
     classes: the VAE keeps Wan's factors (4 in time, 8 in space) and non-trivial latents_mean/std."""
     # optional: Wan needs diffusers >= 0.33 (see WanBackbone.from_pretrained)
@@ -315,20 +355,41 @@ def tiny_wan_components(seed: int = 0, z_dim: int = 4, text_dim: int = 32, heads
 
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer()
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=text_dim, d_kv=text_dim // 4, d_ff=2 * text_dim, num_layers=2,
-        num_heads=4, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=3, decoder_start_token_id=0,
-    ))
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=text_dim,
+            d_kv=text_dim // 4,
+            d_ff=2 * text_dim,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+        )
+    )
     g = torch.Generator().manual_seed(seed + 1)
     vae = AutoencoderKLWan(
-        base_dim=vae_base_dim, z_dim=z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
+        base_dim=vae_base_dim,
+        z_dim=z_dim,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=1,
+        attn_scales=[],
         temperal_downsample=[False, True, True],
         latents_mean=[round(float(x), 4) for x in torch.randn(z_dim, generator=g) * 0.5],
         latents_std=[round(float(x), 4) for x in 0.5 + torch.rand(z_dim, generator=g) * 2],
     )
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=z_dim,
-        out_channels=z_dim, text_dim=text_dim, freq_dim=32, ffn_dim=2 * heads * head_dim, num_layers=num_layers,
+        patch_size=(1, 2, 2),
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=z_dim,
+        out_channels=z_dim,
+        text_dim=text_dim,
+        freq_dim=32,
+        ffn_dim=2 * heads * head_dim,
+        num_layers=num_layers,
         rope_max_seq_len=64,
     )
     return transformer, vae, text_encoder, tokenizer, wan_scheduler_config(flow_shift)

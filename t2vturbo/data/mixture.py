@@ -60,7 +60,9 @@ class MixtureSource:
 class MixtureStream(IterableDataset):
     """Weighted mixture of :class:`ClipStream` sources (see the module docstring)."""
 
-    def __init__(self, sources: Sequence[MixtureSource], *, seed: int = 0, loader_batch_size: int = 1) -> None:
+    def __init__(
+        self, sources: Sequence[MixtureSource], *, seed: int = 0, loader_batch_size: int = 1
+    ) -> None:
         super().__init__()
         if not sources:
             raise ValueError("a mixture needs at least one source")
@@ -69,7 +71,9 @@ class MixtureStream(IterableDataset):
             raise ValueError(f"mixture source names must be unique, got {names}")
         weights = np.array([float(s.weight) for s in sources], dtype=np.float64)
         if not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {dict(zip(names, weights))}")
+            raise ValueError(
+                f"mixture weights must be >= 0 with a positive sum, got {dict(zip(names, weights))}"
+            )
         ranks = {(s.stream.rank, s.stream.world_size) for s in sources}
         if len(ranks) != 1:
             raise ValueError(f"all mixture sources must have the same rank / world_size, got {ranks}")
@@ -125,7 +129,10 @@ class MixtureStream(IterableDataset):
     def skip_stats(self) -> dict[str, Any]:
         """Sum of the sources' counters (this process) plus samples drawn per source."""
         per = [s.stream.skip_stats() for s in self.sources]
-        out: dict[str, Any] = {k: sum(p[k] for p in per) for k in ("seen", "yielded", "fast_forwarded", "pyav_fallbacks", "skipped")}
+        out: dict[str, Any] = {
+            k: sum(p[k] for p in per)
+            for k in ("seen", "yielded", "fast_forwarded", "pyav_fallbacks", "skipped")
+        }
         out["fraction"] = out["skipped"] / out["seen"] if out["seen"] else 0.0
         by_reason: Counter[str] = Counter()
         for p in per:

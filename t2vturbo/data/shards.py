@@ -308,7 +308,9 @@ class ClipStream(IterableDataset):
             raise ValueError(f"no shards in {urls!r}")
         sizes = (size,) if isinstance(size, int) else tuple(size)
         if num_frames < 1 or len(sizes) not in (1, 2) or min(sizes) < 1:
-            raise ValueError(f"num_frames and size (int or (height, width)) must be >= 1, got {num_frames}, {size}")
+            raise ValueError(
+                f"num_frames and size (int or (height, width)) must be >= 1, got {num_frames}, {size}"
+            )
         if frame_stride is not None and target_fps is not None:
             raise ValueError("pass frame_stride or target_fps, not both")
         if frame_stride is not None and int(frame_stride) < 1:
@@ -664,7 +666,9 @@ class ClipStream(IterableDataset):
         self._resume = None  # consumed (in this process)
         return worker, to_skip
 
-    def _iter_slot(self, worker: int, num_workers: int, to_skip: int, count_seen: bool = True) -> Iterator[dict[str, Any]]:
+    def _iter_slot(
+        self, worker: int, num_workers: int, to_skip: int, count_seen: bool = True
+    ) -> Iterator[dict[str, Any]]:
         """The samples of (this rank, logical ``worker``), the first ``to_skip`` usable ones
         fast-forwarded (checked without decoding, not yielded)."""
         slot, nslots = self.rank * num_workers + worker, self.world_size * num_workers

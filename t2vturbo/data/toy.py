@@ -348,7 +348,9 @@ class ToyClipDataset(Dataset):
         if directions is not None:
             bad = [d for d in directions if d not in DIRECTIONS]
             if bad or not directions:
-                raise ValueError(f"directions must be a non-empty subset of {list(DIRECTIONS)}, got {list(directions)}")
+                raise ValueError(
+                    f"directions must be a non-empty subset of {list(DIRECTIONS)}, got {list(directions)}"
+                )
         self.directions = None if directions is None else tuple(directions)
         self.num_samples = int(num_samples)
         self.num_frames = int(num_frames)

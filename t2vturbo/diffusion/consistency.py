@@ -78,7 +78,9 @@ def scalar_embedding(value: torch.Tensor, dim: int = 256, scale: float = 1000.0)
     """
     value = torch.as_tensor(value, dtype=torch.float32).reshape(-1) * scale
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=value.device) * (-math.log(10000.0) / (half - 1)))
+    freqs = torch.exp(
+        torch.arange(half, dtype=torch.float32, device=value.device) * (-math.log(10000.0) / (half - 1))
+    )
     args = value[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     if dim % 2:

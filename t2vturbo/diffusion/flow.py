@@ -97,14 +97,23 @@ def flow_euler_step(z: torch.Tensor, v: torch.Tensor, sigma_from, sigma_to) -> t
     return z + (_bcast(sigma_to, z) - _bcast(sigma_from, z)) * v
 
 
-def flow_boundary_scalings(sigma, sigma_data: float = 0.5, timestep_scaling: float = 10.0,
-                           num_train_timesteps: int = 1000):
+def flow_boundary_scalings(
+    sigma, sigma_data: float = 0.5, timestep_scaling: float = 10.0, num_train_timesteps: int = 1000
+):
     """``(c_skip, c_out)`` at ``sigma`` (the LCM scalings at the timestep ``t = sigma T``), float32."""
-    return scalings_for_boundary_conditions(sigma_to_timestep(sigma, num_train_timesteps), sigma_data, timestep_scaling)
+    return scalings_for_boundary_conditions(
+        sigma_to_timestep(sigma, num_train_timesteps), sigma_data, timestep_scaling
+    )
 
 
-def flow_boundary_form(z: torch.Tensor, x0_pred: torch.Tensor, sigma, sigma_data: float = 0.5,
-                       timestep_scaling: float = 10.0, num_train_timesteps: int = 1000) -> torch.Tensor:
+def flow_boundary_form(
+    z: torch.Tensor,
+    x0_pred: torch.Tensor,
+    sigma,
+    sigma_data: float = 0.5,
+    timestep_scaling: float = 10.0,
+    num_train_timesteps: int = 1000,
+) -> torch.Tensor:
     """``f = c_skip(sigma) z + c_out(sigma) x0_pred`` broadcast over [B, ...]; ``f(z, 0) = z``."""
     c_skip, c_out = flow_boundary_scalings(sigma, sigma_data, timestep_scaling, num_train_timesteps)
     return _bcast(c_skip, z) * z + _bcast(c_out, z) * x0_pred

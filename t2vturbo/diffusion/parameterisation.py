@@ -49,10 +49,17 @@ class Parameterisation:
         flow_shift: the resolution shift of a flow schedule (Wan2.1: 3.0 at 480p).
     """
 
-    def __init__(self, prediction_type: str, alphas_cumprod: torch.Tensor | None = None,
-                 num_train_timesteps: int = 1000, flow_shift: float = 1.0):
+    def __init__(
+        self,
+        prediction_type: str,
+        alphas_cumprod: torch.Tensor | None = None,
+        num_train_timesteps: int = 1000,
+        flow_shift: float = 1.0,
+    ):
         if prediction_type not in (*PREDICTION_TYPES, FLOW):
-            raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {(*PREDICTION_TYPES, FLOW)}")
+            raise ValueError(
+                f"unknown prediction_type {prediction_type!r}; expected one of {(*PREDICTION_TYPES, FLOW)}"
+            )
         if prediction_type != FLOW and alphas_cumprod is None:
             raise ValueError(f"prediction_type={prediction_type!r} needs alphas_cumprod")
         self.prediction_type = prediction_type
@@ -74,14 +81,20 @@ class Parameterisation:
     def from_scheduler_config(cls, sc: dict) -> Parameterisation:
         """From a diffusers ``scheduler_config.json`` dict (DDPM schedules; no weights are read)."""
         t = int(sc.get("num_train_timesteps", 1000))
-        ac = make_alphas_cumprod(sc.get("beta_schedule", "scaled_linear"), t, sc.get("beta_start", 0.00085),
-                                 sc.get("beta_end", 0.012))
+        ac = make_alphas_cumprod(
+            sc.get("beta_schedule", "scaled_linear"),
+            t,
+            sc.get("beta_start", 0.00085),
+            sc.get("beta_end", 0.012),
+        )
         return cls(sc.get("prediction_type", "epsilon"), ac, t)
 
     @classmethod
     def from_model_dir(cls, path) -> Parameterisation:
         """From ``path/scheduler/scheduler_config.json`` of a diffusers-layout teacher folder."""
-        return cls.from_scheduler_config(json.loads((Path(path) / "scheduler" / "scheduler_config.json").read_text()))
+        return cls.from_scheduler_config(
+            json.loads((Path(path) / "scheduler" / "scheduler_config.json").read_text())
+        )
 
     def to(self, device) -> Parameterisation:
         ac = None if self.alphas_cumprod is None else self.alphas_cumprod.to(device)
@@ -140,8 +153,9 @@ class Parameterisation:
         The same map is DDIM inversion when ``t_to`` is noisier."""
         return self.add_noise(x0, eps, t_to)
 
-    def boundary(self, z_t: torch.Tensor, x0: torch.Tensor, t, sigma_data: float = 0.5,
-                 timestep_scaling: float = 10.0) -> torch.Tensor:
+    def boundary(
+        self, z_t: torch.Tensor, x0: torch.Tensor, t, sigma_data: float = 0.5, timestep_scaling: float = 10.0
+    ) -> torch.Tensor:
         """The consistency boundary form ``c_skip z + c_out x0`` with the LCM scalings at the network's
         timestep of ``t``."""
         return boundary_form(z_t, x0, self.net_time(t), sigma_data, timestep_scaling)

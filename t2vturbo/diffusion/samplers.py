@@ -86,31 +86,79 @@ def multistep_consistency_sample(
 
 
 # ---- the historical entry points (fixed parameterisation) --------------------------------------------
-def consistency_sample(model, shape, timesteps, alphas_cumprod, prediction_type: str, generator=None, device="cpu",
-                       dtype=torch.float32, sigma_data: float = 0.5, timestep_scaling: float = 10.0, noise=None,
-                       grad_last: int | None = None, renoise=None) -> torch.Tensor:
+def consistency_sample(
+    model,
+    shape,
+    timesteps,
+    alphas_cumprod,
+    prediction_type: str,
+    generator=None,
+    device="cpu",
+    dtype=torch.float32,
+    sigma_data: float = 0.5,
+    timestep_scaling: float = 10.0,
+    noise=None,
+    grad_last: int | None = None,
+    renoise=None,
+) -> torch.Tensor:
     """:func:`multistep_consistency_sample` of a DDPM-schedule model (``model(z_t, t) -> output`` of
     ``prediction_type``) over integer ``timesteps``."""
     param = Parameterisation(prediction_type, alphas_cumprod, len(alphas_cumprod))
-    return multistep_consistency_sample(model, shape, timesteps, param, generator, device, dtype, sigma_data,
-                                        timestep_scaling, noise, grad_last, renoise)
+    return multistep_consistency_sample(
+        model,
+        shape,
+        timesteps,
+        param,
+        generator,
+        device,
+        dtype,
+        sigma_data,
+        timestep_scaling,
+        noise,
+        grad_last,
+        renoise,
+    )
 
 
-def flow_consistency_sample(model, shape, sigmas, generator=None, device="cpu", dtype=torch.float32,
-                            sigma_data: float = 0.5, timestep_scaling: float = 10.0, num_train_timesteps: int = 1000,
-                            noise=None, grad_last: int | None = None, renoise=None) -> torch.Tensor:
+def flow_consistency_sample(
+    model,
+    shape,
+    sigmas,
+    generator=None,
+    device="cpu",
+    dtype=torch.float32,
+    sigma_data: float = 0.5,
+    timestep_scaling: float = 10.0,
+    num_train_timesteps: int = 1000,
+    noise=None,
+    grad_last: int | None = None,
+    renoise=None,
+) -> torch.Tensor:
     """:func:`multistep_consistency_sample` in the flow parameterisation (``model(z, sigma [B]) -> v``):
     ``x0 = c_skip z + c_out (z - sigma v)``, re-noised as ``(1 - sigma') x0 + sigma' eps``."""
     param = Parameterisation(FLOW, None, num_train_timesteps)
-    return multistep_consistency_sample(model, shape, sigmas, param, generator, device, dtype, sigma_data,
-                                        timestep_scaling, noise, grad_last, renoise)
+    return multistep_consistency_sample(
+        model,
+        shape,
+        sigmas,
+        param,
+        generator,
+        device,
+        dtype,
+        sigma_data,
+        timestep_scaling,
+        noise,
+        grad_last,
+        renoise,
+    )
 
 
 def ddim_sample(denoise, z_T, timesteps, alphas_cumprod, grad_last: int | None = None) -> torch.Tensor:
     """Plain DDIM sampling over descending ``timesteps`` (:func:`ode_sample`); ``denoise(z, t) -> (x0, eps)``;
     the last step maps to x0 directly."""
-    return ode_sample(denoise, z_T, timesteps, Parameterisation("epsilon", alphas_cumprod, len(alphas_cumprod)),
-                      grad_last)
+    return ode_sample(
+        denoise, z_T, timesteps, Parameterisation("epsilon", alphas_cumprod, len(alphas_cumprod)), grad_last
+    )
 
 
 def flow_euler_sample(velocity, z, sigmas, grad_last: int | None = None) -> torch.Tensor:

@@ -92,9 +92,7 @@ def _cv2():
         # installed, or a GUI opencv-python without libGL in place of the headless one) gets the hint below
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the optical-flow metrics need OpenCV: pip install opencv-python-headless"
-        ) from e
+        raise ImportError("the optical-flow metrics need OpenCV: pip install opencv-python-headless") from e
     return cv2
 
 
@@ -128,7 +126,9 @@ def farneback_params(height: int, width: int) -> dict[str, Any]:
     m = int(min(height, width))
     levels = max(1, min(5, int(math.floor(math.log2(max(m, 8) / 8.0)))))
     winsize = 15 if m >= 32 else max(5, (m // 2) | 1)
-    return dict(pyr_scale=0.5, levels=levels, winsize=winsize, iterations=3, poly_n=5, poly_sigma=1.1, flags=0)
+    return dict(
+        pyr_scale=0.5, levels=levels, winsize=winsize, iterations=3, poly_n=5, poly_sigma=1.1, flags=0
+    )
 
 
 def optical_flow(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
@@ -141,8 +141,16 @@ def optical_flow(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
     cv2 = _cv2()
     p = farneback_params(*frame_a.shape[:2])
     return cv2.calcOpticalFlowFarneback(
-        frame_a, frame_b, None, p["pyr_scale"], p["levels"], p["winsize"], p["iterations"], p["poly_n"],
-        p["poly_sigma"], p["flags"],
+        frame_a,
+        frame_b,
+        None,
+        p["pyr_scale"],
+        p["levels"],
+        p["winsize"],
+        p["iterations"],
+        p["poly_n"],
+        p["poly_sigma"],
+        p["flags"],
     )
 
 
@@ -155,7 +163,9 @@ def _top_mean(flow: np.ndarray, fraction: float = DYNAMIC_TOP_FRACTION) -> float
 def flow_top_magnitudes(clip: Any, fraction: float = DYNAMIC_TOP_FRACTION) -> np.ndarray:
     """Per consecutive frame pair: mean magnitude (px) of the largest ``fraction`` of flow vectors."""
     g = _gray_u8(to_uint8_clip(clip))
-    return np.array([_top_mean(optical_flow(a, b), fraction) for a, b in zip(g[:-1], g[1:])], dtype=np.float64)
+    return np.array(
+        [_top_mean(optical_flow(a, b), fraction) for a, b in zip(g[:-1], g[1:])], dtype=np.float64
+    )
 
 
 def dynamic_threshold(height: int, width: int) -> float:
@@ -196,8 +206,13 @@ def _interpolate_middle(a: np.ndarray, c: np.ndarray, ga: np.ndarray, gc: np.nda
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     mid = flow.copy()
     for _ in range(3):  # flow at the midpoint positions: u_mid(x) = u(x - u_mid(x) / 2)
-        mid = cv2.remap(flow, xs - mid[..., 0] / 2, ys - mid[..., 1] / 2, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE)
+        mid = cv2.remap(
+            flow,
+            xs - mid[..., 0] / 2,
+            ys - mid[..., 1] / 2,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
     hx, hy = mid[..., 0] / 2, mid[..., 1] / 2
     pa = cv2.remap(a.astype(np.float32), xs - hx, ys - hy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     pc = cv2.remap(c.astype(np.float32), xs + hx, ys + hy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -299,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED {f['file']}: {f['error']}", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"mean": mean, "videos": rows, "failed": failed}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"mean": mean, "videos": rows, "failed": failed}, indent=2) + "\n"
+        )
     return 0 if rows and not failed else 1
 
 

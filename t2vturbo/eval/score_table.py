@@ -147,19 +147,40 @@ def _fmt(x: float | None, flag: bool = False) -> str:
     return "-" if x is None else f"{x:.2f}{'*' if flag else ''}"
 
 
-def format_table(scores: Mapping[str, Any], name: str = "this run", markdown: bool = False,
-                 references: Mapping[str, Mapping[str, float]] | None = None) -> str:
+def format_table(
+    scores: Mapping[str, Any],
+    name: str = "this run",
+    markdown: bool = False,
+    references: Mapping[str, Mapping[str, float]] | None = None,
+) -> str:
     """Per-dimension table plus the Quality / Semantic / Total summary beside the reference rows."""
     refs = REFERENCE_ROWS if references is None else references
     q_partial = scores["quality_dims"] < len(QUALITY_DIMS)
     s_partial = scores["semantic_dims"] < len(SEMANTIC_DIMS)
-    summary = [(name, _fmt(scores["quality"], q_partial), _fmt(scores["semantic"], s_partial),
-                _fmt(scores["total"], q_partial or s_partial))]
+    summary = [
+        (
+            name,
+            _fmt(scores["quality"], q_partial),
+            _fmt(scores["semantic"], s_partial),
+            _fmt(scores["total"], q_partial or s_partial),
+        )
+    ]
     summary += [(k, _fmt(v["quality"]), _fmt(v["semantic"]), _fmt(v["total"])) for k, v in refs.items()]
-    dims = [(d, "quality" if d in QUALITY_DIMS else "semantic", f"{100 * scores['raw'][d]:.2f}",
-             f"{scores['normalized'][d]:.2f}", f"{DIM_WEIGHT[d]:g}") for d in ALL_DIMS if d in scores["raw"]]
-    dims += [(d, "quality" if d in QUALITY_DIMS else "semantic", "missing", "-", f"{DIM_WEIGHT[d]:g}")
-             for d in scores["missing"]]
+    dims = [
+        (
+            d,
+            "quality" if d in QUALITY_DIMS else "semantic",
+            f"{100 * scores['raw'][d]:.2f}",
+            f"{scores['normalized'][d]:.2f}",
+            f"{DIM_WEIGHT[d]:g}",
+        )
+        for d in ALL_DIMS
+        if d in scores["raw"]
+    ]
+    dims += [
+        (d, "quality" if d in QUALITY_DIMS else "semantic", "missing", "-", f"{DIM_WEIGHT[d]:g}")
+        for d in scores["missing"]
+    ]
     lines: list[str] = []
     if markdown:
         lines += ["| Model | Quality | Semantic | Total |", "|---|---:|---:|---:|"]
@@ -175,14 +196,21 @@ def format_table(scores: Mapping[str, Any], name: str = "this run", markdown: bo
         lines.append(f"{'Dimension':<{wd}}  {'group':<8}  {'raw %':>8}  {'norm %':>8}  {'weight':>6}")
         lines += [f"{a:<{wd}}  {b:<8}  {c:>8}  {d:>8}  {e:>6}" for a, b, c, d, e in dims]
     if scores["missing"]:
-        lines += ["", f"* partial: {len(scores['missing'])} of {len(ALL_DIMS)} dimensions missing "
-                  f"({', '.join(scores['missing'])}); not comparable with the reference rows."]
+        lines += [
+            "",
+            f"* partial: {len(scores['missing'])} of {len(ALL_DIMS)} dimensions missing "
+            f"({', '.join(scores['missing'])}); not comparable with the reference rows.",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m t2vturbo.eval.score_table", description=__doc__.split("\n")[0])
-    ap.add_argument("results", nargs="+", help="VBench result JSON file(s): {dimension: [score, per-video list]}")
+    ap = argparse.ArgumentParser(
+        prog="python -m t2vturbo.eval.score_table", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "results", nargs="+", help="VBench result JSON file(s): {dimension: [score, per-video list]}"
+    )
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables")
     ap.add_argument("--name", default="this run", help="row label for these results")
     ap.add_argument("--json", help="also write the computed scores here")

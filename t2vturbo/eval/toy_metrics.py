@@ -138,7 +138,9 @@ def to_uint8_clip(clip: Any) -> np.ndarray:
     Float values are mapped with ``round((x + 1) * 127.5)`` and clipped to ``[0, 255]``.
     """
     if hasattr(clip, "detach"):  # torch tensor
-        clip = clip.detach().float().cpu().numpy() if clip.is_floating_point() else clip.detach().cpu().numpy()
+        clip = (
+            clip.detach().float().cpu().numpy() if clip.is_floating_point() else clip.detach().cpu().numpy()
+        )
     a = np.asarray(clip)
     if a.ndim != 4:
         raise ValueError(f"expected a 4-d clip [F, H, W, 3] or [F, 3, H, W], got shape {a.shape}")
@@ -237,7 +239,9 @@ def object_weights(clip: Any, threshold: int = FG_THRESHOLD) -> tuple[np.ndarray
     weights = np.zeros(dist.shape, dtype=np.float64)
     for i in np.nonzero(present)[0]:
         contrast = float(np.percentile(dist[i][comp[i]], 90))
-        weights[i] = np.clip((dist[i] - WEIGHT_FLOOR) / max(contrast - WEIGHT_FLOOR, 1.0), 0.0, 1.0) * region[i]
+        weights[i] = (
+            np.clip((dist[i] - WEIGHT_FLOOR) / max(contrast - WEIGHT_FLOOR, 1.0), 0.0, 1.0) * region[i]
+        )
     return weights, present
 
 

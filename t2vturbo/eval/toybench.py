@@ -111,7 +111,9 @@ def paired_difference(
     """
     for name, r in (("report", report), ("baseline", baseline)):
         if not isinstance(r.get("per_prompt"), dict) or not r["per_prompt"]:
-            raise ValueError(f"the {name} has no per_prompt table (written by ToyBench since 2026-11-24): re-run it")
+            raise ValueError(
+                f"the {name} has no per_prompt table (written by ToyBench since 2026-11-24): re-run it"
+            )
     a, b = report["per_prompt"], baseline["per_prompt"]
     shared = [p for p in a if p in b]
     if not shared:
@@ -134,8 +136,10 @@ def verdict(ci95: Sequence[float]) -> str:
 def format_comparison(res: dict[str, Any], base: dict[str, Any], cmp: dict[str, Any], name: str = "") -> str:
     """One line: ``ToyBench student steps=4 vs teacher steps=4 (NAME): score +0.012 [95% CI ...] ...``."""
     s = cmp["score"]
-    accs = " ".join(f"{k.removesuffix('_acc').replace('color', 'colour')} {cmp[k]['diff']:+.3f}"
-                    for k in ACCURACY_KEYS[1:])
+    accs = " ".join(
+        f"{k.removesuffix('_acc').replace('color', 'colour')} {cmp[k]['diff']:+.3f}"
+        for k in ACCURACY_KEYS[1:]
+    )
     lo, hi = s["ci95"]
     where = f" ({name})" if name else ""
     return (
@@ -145,8 +149,13 @@ def format_comparison(res: dict[str, Any], base: dict[str, Any], cmp: dict[str, 
     )
 
 
-def compare_with(res: dict[str, Any], baselines: dict[str, dict[str, Any]], *, seed: int = 0,
-                 echo: Callable[[str], Any] | None = None) -> dict[str, dict[str, Any]]:
+def compare_with(
+    res: dict[str, Any],
+    baselines: dict[str, dict[str, Any]],
+    *,
+    seed: int = 0,
+    echo: Callable[[str], Any] | None = None,
+) -> dict[str, dict[str, Any]]:
     """``{name: paired_difference(res, baseline)}`` for each named baseline report, each passed to ``echo`` as its
     :func:`format_comparison` line."""
     out = {}
@@ -230,13 +239,22 @@ def run_toybench(
             batch = jobs[start : start + batch_size]
             ts = time.perf_counter()
             if net is None:
-                video = sample_teacher(bb, batch, steps=steps, guidance=guidance, num_frames=nf, height=h, width=w,
-                                       seed=seed + b)
+                video = sample_teacher(
+                    bb, batch, steps=steps, guidance=guidance, num_frames=nf, height=h, width=w, seed=seed + b
+                )
             else:
                 video = sample_student(
-                    bb, net, batch, steps=steps,
+                    bb,
+                    net,
+                    batch,
+                    steps=steps,
                     num_ddim_timesteps=int(opt("num_ddim_timesteps", num_ddim_timesteps)),
-                    guidance=guidance, eta=float(opt("eta", eta)), num_frames=nf, height=h, width=w, seed=seed + b,
+                    guidance=guidance,
+                    eta=float(opt("eta", eta)),
+                    num_frames=nf,
+                    height=h,
+                    width=w,
+                    seed=seed + b,
                     sigma_data=float(opt("sigma_data", sigma_data)),
                     timestep_scaling=float(opt("timestep_scaling", timestep_scaling)),
                 )
@@ -276,7 +294,11 @@ def format_summary(res: dict[str, Any], name: str = "") -> str:
         f"color={res['color_acc']:.3f} shape={res['shape_acc']:.3f} direction={res['direction_acc']:.3f} "
         f"dynamic={res['dynamic_degree']:.2f} flicker={res['flicker']:.3f} "
         f"background={res['background_clean']:.3f} seconds={res['seconds']:.1f}"
-        + (f" score_ci95=[{res['score_ci95'][0]:.3f},{res['score_ci95'][1]:.3f}]" if "score_ci95" in res else "")
+        + (
+            f" score_ci95=[{res['score_ci95'][0]:.3f},{res['score_ci95'][1]:.3f}]"
+            if "score_ci95" in res
+            else ""
+        )
     )
 
 
@@ -285,8 +307,9 @@ def student_guidance(meta: dict[str, Any] | None) -> float:
     return float((meta or {}).get("guidance", DEFAULT_GUIDANCE))
 
 
-def load_model(checkpoint: str | Path | None, teacher: bool = False,
-               device: str | torch.device = "cpu") -> tuple[Any, Any, dict[str, Any], Path]:
+def load_model(
+    checkpoint: str | Path | None, teacher: bool = False, device: str | torch.device = "cpu"
+) -> tuple[Any, Any, dict[str, Any], Path]:
     """(bb, net or None, meta, checkpoint path): the student export ``checkpoint`` (or a run's output dir; default:
     the newest export under outputs/), or with ``teacher`` a teacher folder or the teacher of an export."""
     if teacher:
@@ -299,23 +322,43 @@ def load_model(checkpoint: str | Path | None, teacher: bool = False,
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m t2vturbo.eval.toybench", description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", help="student export folder (or a run's output dir); with --teacher a "
-                    "teacher folder or an export (its teacher_path); default: newest export under outputs/")
+    ap.add_argument(
+        "--checkpoint",
+        help="student export folder (or a run's output dir); with --teacher a "
+        "teacher folder or an export (its teacher_path); default: newest export under outputs/",
+    )
     ap.add_argument("--teacher", action="store_true", help="benchmark the teacher (DDIM + CFG) instead")
     ap.add_argument("--steps", type=int, help="sampling steps (default: 4 student, 50 teacher)")
-    ap.add_argument("--guidance", type=float, default=None,
-                    help="w (LCM form: cond + w (cond - uncond)); default: the student's training-range middle "
-                    f"(from its export), {DEFAULT_GUIDANCE} for a teacher")
-    ap.add_argument("--eta", type=float, default=None,
-                    help="motion-strength embedding of the student (default: its export's eta, 0 without one)")
-    ap.add_argument("--num-prompts", type=int, default=len(held_out_prompts()),
-                    help="first P prompts of a seeded shuffle of the 60 held-out prompts (default: all)")
+    ap.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="w (LCM form: cond + w (cond - uncond)); default: the student's training-range middle "
+        f"(from its export), {DEFAULT_GUIDANCE} for a teacher",
+    )
+    ap.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="motion-strength embedding of the student (default: its export's eta, 0 without one)",
+    )
+    ap.add_argument(
+        "--num-prompts",
+        type=int,
+        default=len(held_out_prompts()),
+        help="first P prompts of a seeded shuffle of the 60 held-out prompts (default: all)",
+    )
     ap.add_argument("--samples-per-prompt", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="prompt shuffle and sampling noise seed")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", help="write the report here")
-    ap.add_argument("--baseline", action="append", default=[], metavar="REPORT.json",
-                    help="an earlier ToyBench report to compare with (paired over shared prompts); repeatable")
+    ap.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REPORT.json",
+        help="an earlier ToyBench report to compare with (paired over shared prompts); repeatable",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--num-frames", type=int, help="default: the training run's (8 for a bare teacher)")
     ap.add_argument("--height", type=int, help="default: the training run's (32 for a bare teacher)")
@@ -341,12 +384,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"cannot read the baseline report {f}: {e}", file=sys.stderr)
             return 2
         if not isinstance(base, dict) or not isinstance(base.get("per_prompt"), dict):
-            print(f"the baseline report {f} has no per_prompt table (written by ToyBench since 2026-11-24): re-run it",
-                  file=sys.stderr)
+            print(
+                f"the baseline report {f} has no per_prompt table (written by ToyBench since 2026-11-24): re-run it",
+                file=sys.stderr,
+            )
             return 2
         if not any(p in base["per_prompt"] for p in prompts):
-            print(f"the baseline report {f} shares no prompt with this run: use the same --num-prompts and --seed",
-                  file=sys.stderr)
+            print(
+                f"the baseline report {f} shares no prompt with this run: use the same --num-prompts and --seed",
+                file=sys.stderr,
+            )
             return 2
         baselines[str(f)] = base
     who = "teacher" if args.teacher else "student"
@@ -354,14 +401,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.guidance is None:
         args.guidance = student_guidance(meta) if not args.teacher else DEFAULT_GUIDANCE
     res = run_toybench(
-        bb, net, steps=steps, guidance=args.guidance, prompts=prompts,
-        samples_per_prompt=args.samples_per_prompt, seed=args.seed, batch_size=args.batch_size, meta=meta,
-        num_frames=args.num_frames, height=args.height, width=args.width, eta=args.eta,
+        bb,
+        net,
+        steps=steps,
+        guidance=args.guidance,
+        prompts=prompts,
+        samples_per_prompt=args.samples_per_prompt,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        meta=meta,
+        num_frames=args.num_frames,
+        height=args.height,
+        width=args.width,
+        eta=args.eta,
     )
     res["checkpoint"] = str(ckpt)
     print(format_summary(res), flush=True)
     if baselines:
-        res["baselines"] = compare_with(res, baselines, seed=args.seed, echo=lambda line: print(line, flush=True))
+        res["baselines"] = compare_with(
+            res, baselines, seed=args.seed, echo=lambda line: print(line, flush=True)
+        )
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

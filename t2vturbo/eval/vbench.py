@@ -139,9 +139,12 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
     return list(dict.fromkeys(ln for ln in lines if ln))
 
 
-def sample_counts(prompts: Iterable[str], samples: int = SAMPLES_PER_PROMPT,
-                  flicker_samples: int | None = FLICKER_SAMPLES_PER_PROMPT,
-                  overrides: Mapping[str, int] | None = None) -> dict[str, int]:
+def sample_counts(
+    prompts: Iterable[str],
+    samples: int = SAMPLES_PER_PROMPT,
+    flicker_samples: int | None = FLICKER_SAMPLES_PER_PROMPT,
+    overrides: Mapping[str, int] | None = None,
+) -> dict[str, int]:
     """Samples per prompt (insertion-ordered, repeats removed).
 
     ``samples`` for every prompt, ``flicker_samples`` (if not None) for VBench's temporal-flickering
@@ -161,7 +164,9 @@ def sample_counts(prompts: Iterable[str], samples: int = SAMPLES_PER_PROMPT,
         counts[p] = int(n)
     unknown = sorted(set(overrides) - set(counts))
     if unknown:
-        raise ValueError(f"--samples-override names {len(unknown)} prompt(s) not in the prompt list, e.g. {unknown[0]!r}")
+        raise ValueError(
+            f"--samples-override names {len(unknown)} prompt(s) not in the prompt list, e.g. {unknown[0]!r}"
+        )
     return counts
 
 
@@ -205,8 +210,12 @@ def _ffmpeg_reason(err: BaseException) -> str:
     return msg[:200]
 
 
-def check_video(path: str | os.PathLike, num_frames: int | None = None, height: int | None = None,
-                width: int | None = None) -> str | None:
+def check_video(
+    path: str | os.PathLike,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+) -> str | None:
     """None if ``path`` decodes (with the given frame count / size, where given), else the reason."""
     # lazy: video_io imports torch; this module stays torch-free (--validate-only --no-decode, the helpers)
     from ..data.video_io import read_video
@@ -287,15 +296,24 @@ class LayoutReport:
         block("missing", [repr(m) for m in self.missing])
         block("unreadable", [f"{n!r}: {r}" for n, r in self.unreadable])
         block("unexpected", [f"{n!r}: {r}" for n, r in self.unexpected])
-        block("incomplete prompts", [f"{p!r}: {self.found.get(p, 0)}/{self.expected[p]}"
-                                     for p in self.incomplete_prompts])
+        block(
+            "incomplete prompts",
+            [f"{p!r}: {self.found.get(p, 0)}/{self.expected[p]}" for p in self.incomplete_prompts],
+        )
         lines.append("  RESULT: " + ("OK" if self.ok else "FAILED"))
         return "\n".join(lines)
 
 
-def validate_layout(videos_dir: str | os.PathLike, counts: Mapping[str, int], *, decode: bool = True,
-                    num_frames: int | None = None, height: int | None = None, width: int | None = None,
-                    progress: bool = False) -> LayoutReport:
+def validate_layout(
+    videos_dir: str | os.PathLike,
+    counts: Mapping[str, int],
+    *,
+    decode: bool = True,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    progress: bool = False,
+) -> LayoutReport:
     """Check ``videos_dir`` against ``counts`` (prompt -> videos expected, indices ``0..n-1``).
 
     Reports missing files, files that do not decode (or have the wrong frame count / size, when
@@ -304,7 +322,9 @@ def validate_layout(videos_dir: str | os.PathLike, counts: Mapping[str, int], *,
     """
     d = Path(videos_dir)
     by_stem = {sanitize_prompt(p): p for p in counts}
-    report = LayoutReport(str(d), {p: int(n) for p, n in counts.items()}, {p: 0 for p in counts}, decoded=decode)
+    report = LayoutReport(
+        str(d), {p: int(n) for p, n in counts.items()}, {p: 0 for p in counts}, decoded=decode
+    )
     if not d.is_dir():
         report.missing = [video_filename(p, i) for p, n in counts.items() for i in range(int(n))]
         report.unexpected.append((str(d), "videos folder does not exist"))
@@ -317,8 +337,13 @@ def validate_layout(videos_dir: str | os.PathLike, counts: Mapping[str, int], *,
             report.unexpected.append((name, "a folder (VBench expects only video files here)"))
             continue
         if not name.endswith(VIDEO_SUFFIX):
-            report.unexpected.append((name, f"not a {VIDEO_SUFFIX} file (VBench takes the video suffix from the "
-                                            "first file it lists, so stray files can hide every video)"))
+            report.unexpected.append(
+                (
+                    name,
+                    f"not a {VIDEO_SUFFIX} file (VBench takes the video suffix from the "
+                    "first file it lists, so stray files can hide every video)",
+                )
+            )
             continue
         parsed = parse_video_filename(name)
         if parsed is None:
@@ -327,15 +352,21 @@ def validate_layout(videos_dir: str | os.PathLike, counts: Mapping[str, int], *,
         stem, idx = parsed
         prompt = by_stem.get(stem)
         if prompt is None:
-            report.unexpected.append((name, "prompt not in the prompt list (misspelt or differently sanitised?)"))
+            report.unexpected.append(
+                (name, "prompt not in the prompt list (misspelt or differently sanitised?)")
+            )
             continue
         if idx >= counts[prompt]:
             report.unexpected.append((name, f"index {idx} beyond the {counts[prompt]} samples planned"))
             continue
         present.add(name)
         to_check.append((name, prompt))
-    report.missing = [n for p, k in counts.items() for n in (video_filename(p, i) for i in range(int(k)))
-                      if n not in present]
+    report.missing = [
+        n
+        for p, k in counts.items()
+        for n in (video_filename(p, i) for i in range(int(k)))
+        if n not in present
+    ]
     it: Iterable[tuple[str, str]] = to_check
     if decode and progress:
         it = tqdm(to_check, desc="checking videos", unit="video")
@@ -357,11 +388,21 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def generate_videos(sample_fn: Callable[[str, int], Any], jobs: Sequence[Job], out: str | os.PathLike, *,
-                    fps: float = VBENCH_FPS, crf: int = 0, num_frames: int | None = None,
-                    height: int | None = None, width: int | None = None, overwrite: bool = False,
-                    progress: bool = True, on_progress: Callable[[dict[str, str]], None] | None = None,
-                    save_every: int = 50) -> dict[str, str]:
+def generate_videos(
+    sample_fn: Callable[[str, int], Any],
+    jobs: Sequence[Job],
+    out: str | os.PathLike,
+    *,
+    fps: float = VBENCH_FPS,
+    crf: int = 0,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_progress: Callable[[dict[str, str]], None] | None = None,
+    save_every: int = 50,
+) -> dict[str, str]:
     """Generate the missing videos of ``jobs`` into ``out/videos``; returns ``{file name: status}``.
 
     ``sample_fn(prompt, seed)`` returns one video (float ``[F, 3, H, W]`` in ``[-1, 1]`` or uint8
@@ -392,7 +433,9 @@ def generate_videos(sample_fn: Callable[[str, int], Any], jobs: Sequence[Job], o
             if kind != "existing":
                 video = sample_fn(job.prompt, job.seed)
                 if hasattr(video, "detach"):
-                    video = video.detach().float().cpu() if video.is_floating_point() else video.detach().cpu()
+                    video = (
+                        video.detach().float().cpu() if video.is_floating_point() else video.detach().cpu()
+                    )
                 pdir.mkdir(parents=True, exist_ok=True)
                 tmp = write_video(pdir / job.filename, video, fps=fps, crf=crf)
                 os.replace(tmp, path)
@@ -416,10 +459,18 @@ def generate_videos(sample_fn: Callable[[str, int], Any], jobs: Sequence[Job], o
 # --------------------------------------------------------------------------- models
 
 
-def load_sampler(checkpoint: str | os.PathLike | None, teacher: bool = False, *, device: str = "cpu",
-                 steps: int | None = None, guidance: float | None = None, eta: float = 0.0,
-                 num_frames: int | None = None, height: int | None = None,
-                 width: int | None = None) -> tuple[Callable[[str, int], Any], dict[str, Any]]:
+def load_sampler(
+    checkpoint: str | os.PathLike | None,
+    teacher: bool = False,
+    *,
+    device: str = "cpu",
+    steps: int | None = None,
+    guidance: float | None = None,
+    eta: float = 0.0,
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+) -> tuple[Callable[[str, int], Any], dict[str, Any]]:
     """``(sample_fn(prompt, seed) -> [F, 3, H, W], settings)`` for a student export or the teacher.
 
     ``checkpoint``: a student export folder (or a run's output dir; default: the newest export
@@ -460,22 +511,40 @@ def load_sampler(checkpoint: str | os.PathLike | None, teacher: bool = False, *,
 
         def sample_fn(prompt: str, seed: int):
             with torch.no_grad():
-                v = sample_teacher(bb, [prompt], steps=settings["steps"], guidance=settings["guidance"],
-                                   seed=int(seed), guidance_form="lcm", **common)
+                v = sample_teacher(
+                    bb,
+                    [prompt],
+                    steps=settings["steps"],
+                    guidance=settings["guidance"],
+                    seed=int(seed),
+                    guidance_form="lcm",
+                    **common,
+                )
             return v[0]
     else:
-        settings.update(sampler="multistep consistency", eta=float(eta),
-                        num_ddim_timesteps=int(opt("num_ddim_timesteps", None)),
-                        sigma_data=float(opt("sigma_data", None)),
-                        timestep_scaling=float(opt("timestep_scaling", None)))
+        settings.update(
+            sampler="multistep consistency",
+            eta=float(eta),
+            num_ddim_timesteps=int(opt("num_ddim_timesteps", None)),
+            sigma_data=float(opt("sigma_data", None)),
+            timestep_scaling=float(opt("timestep_scaling", None)),
+        )
 
         def sample_fn(prompt: str, seed: int):
             with torch.no_grad():
-                v = sample_student(bb, net, [prompt], steps=settings["steps"],
-                                   num_ddim_timesteps=settings["num_ddim_timesteps"],
-                                   guidance=settings["guidance"], eta=settings["eta"], seed=int(seed),
-                                   sigma_data=settings["sigma_data"],
-                                   timestep_scaling=settings["timestep_scaling"], **common)
+                v = sample_student(
+                    bb,
+                    net,
+                    [prompt],
+                    steps=settings["steps"],
+                    num_ddim_timesteps=settings["num_ddim_timesteps"],
+                    guidance=settings["guidance"],
+                    eta=settings["eta"],
+                    seed=int(seed),
+                    sigma_data=settings["sigma_data"],
+                    timestep_scaling=settings["timestep_scaling"],
+                    **common,
+                )
             return v[0]
 
     return sample_fn, settings
@@ -484,12 +553,33 @@ def load_sampler(checkpoint: str | os.PathLike | None, teacher: bool = False, *,
 # --------------------------------------------------------------------------- CLI
 
 # Settings that must match for a resume to keep existing videos.
-_RESUME_KEYS = ("who", "checkpoint", "steps", "guidance", "eta", "num_frames", "height", "width", "fps", "crf",
-                "num_ddim_timesteps", "sigma_data", "timestep_scaling", "guidance_form")
+_RESUME_KEYS = (
+    "who",
+    "checkpoint",
+    "steps",
+    "guidance",
+    "eta",
+    "num_frames",
+    "height",
+    "width",
+    "fps",
+    "crf",
+    "num_ddim_timesteps",
+    "sigma_data",
+    "timestep_scaling",
+    "guidance_form",
+)
 
 
-def _manifest(args, settings: dict[str, Any], jobs: Sequence[Job], counts: Mapping[str, int],
-              overrides: Mapping[str, int] | None, status: Mapping[str, str], created: str) -> dict[str, Any]:
+def _manifest(
+    args,
+    settings: dict[str, Any],
+    jobs: Sequence[Job],
+    counts: Mapping[str, int],
+    overrides: Mapping[str, int] | None,
+    status: Mapping[str, str],
+    created: str,
+) -> dict[str, Any]:
     import torch  # lazy: only for its version; importing this module stays torch-free
 
     return {
@@ -538,8 +628,10 @@ def _resume_conflicts(old: Mapping[str, Any], settings: Mapping[str, Any], jobs:
     old_seeds = {v["filename"]: v["seed"] for v in old.get("videos", [])}
     moved = [j.filename for j in jobs if j.filename in old_seeds and old_seeds[j.filename] != j.seed]
     if moved:
-        out.append(f"seeds of {len(moved)} video(s) differ from the manifest (prompt list, counts or --seed-base "
-                   f"changed), e.g. {moved[0]!r}")
+        out.append(
+            f"seeds of {len(moved)} video(s) differ from the manifest (prompt list, counts or --seed-base "
+            f"changed), e.g. {moved[0]!r}"
+        )
     return out
 
 
@@ -548,12 +640,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--prompts", help="prompt file, one per line (e.g. VBench's prompts/all_dimension.txt)")
     ap.add_argument("--out", required=True, help="output folder: OUT/videos (for VBench), OUT/manifest.json")
     ap.add_argument("--samples", type=int, default=SAMPLES_PER_PROMPT, help="videos per prompt (default 5)")
-    ap.add_argument("--flicker-samples", type=int, default=FLICKER_SAMPLES_PER_PROMPT,
-                    help="videos per prompt for VBench's 75 temporal-flickering prompts (default 25; "
-                    "set equal to --samples to disable)")
+    ap.add_argument(
+        "--flicker-samples",
+        type=int,
+        default=FLICKER_SAMPLES_PER_PROMPT,
+        help="videos per prompt for VBench's 75 temporal-flickering prompts (default 25; "
+        "set equal to --samples to disable)",
+    )
     ap.add_argument("--samples-override", help="JSON {prompt: samples} for any prompt (wins over both)")
-    ap.add_argument("--checkpoint", help="student export (or run dir; default: newest under outputs/); with "
-                    "--teacher a teacher folder or an export (its teacher)")
+    ap.add_argument(
+        "--checkpoint",
+        help="student export (or run dir; default: newest under outputs/); with "
+        "--teacher a teacher folder or an export (its teacher)",
+    )
     ap.add_argument("--teacher", action="store_true", help="sample the teacher (DDIM + CFG) instead")
     ap.add_argument("--steps", type=int, help="sampling steps (default: 4 student, 50 teacher)")
     ap.add_argument("--guidance", type=float, help="w (LCM form); default: the export's, else 7.5")
@@ -563,11 +662,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--height", type=int, help="default: the export's (32 for a bare teacher)")
     ap.add_argument("--width", type=int, help="default: the export's (32 for a bare teacher)")
     ap.add_argument("--fps", type=float, default=VBENCH_FPS, help="frame rate written (VBench samples at 8)")
-    ap.add_argument("--crf", type=int, default=0, help="x264 CRF (0 = lossless yuv444p; 17-23 = yuv420p, smaller)")
+    ap.add_argument(
+        "--crf", type=int, default=0, help="x264 CRF (0 = lossless yuv444p; 17-23 = yuv420p, smaller)"
+    )
     ap.add_argument("--device", default=None, help="default: cuda if available")
-    ap.add_argument("--overwrite", action="store_true", help="regenerate every video, ignoring existing files")
-    ap.add_argument("--validate-only", action="store_true", help="only check OUT/videos (against --prompts or "
-                    "the manifest)")
+    ap.add_argument(
+        "--overwrite", action="store_true", help="regenerate every video, ignoring existing files"
+    )
+    ap.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="only check OUT/videos (against --prompts or the manifest)",
+    )
     ap.add_argument("--no-decode", action="store_true", help="validation: check names only, do not decode")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -590,14 +696,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.validate_only:
         if counts is None:
             if old is None:
-                print(f"error: no --prompts and no {manifest_path}: nothing to validate against", file=sys.stderr)
+                print(
+                    f"error: no --prompts and no {manifest_path}: nothing to validate against",
+                    file=sys.stderr,
+                )
                 return 2
             counts = _counts_from_manifest(old)
         st = (old or {}).get("settings", {})
-        shape = {k: getattr(args, k) if getattr(args, k) is not None else st.get(k)
-                 for k in ("num_frames", "height", "width")}
-        rep = validate_layout(out / VIDEOS_SUBDIR, counts, decode=not args.no_decode,
-                              progress=not args.no_progress, **shape)
+        shape = {
+            k: getattr(args, k) if getattr(args, k) is not None else st.get(k)
+            for k in ("num_frames", "height", "width")
+        }
+        rep = validate_layout(
+            out / VIDEOS_SUBDIR, counts, decode=not args.no_decode, progress=not args.no_progress, **shape
+        )
         print(rep.format())
         return 0 if rep.ok else 1
 
@@ -608,9 +720,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         jobs = plan_jobs(counts, args.seed_base)
-        sample_fn, settings = load_sampler(args.checkpoint, args.teacher, device=args.device, steps=args.steps,
-                                           guidance=args.guidance, eta=args.eta, num_frames=args.num_frames,
-                                           height=args.height, width=args.width)
+        sample_fn, settings = load_sampler(
+            args.checkpoint,
+            args.teacher,
+            device=args.device,
+            steps=args.steps,
+            guidance=args.guidance,
+            eta=args.eta,
+            num_frames=args.num_frames,
+            height=args.height,
+            width=args.width,
+        )
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -618,8 +738,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if old is not None and not args.overwrite:
         conflicts = _resume_conflicts(old, settings, jobs)
         if conflicts:
-            print(f"error: {out} holds videos made with other settings; use a new --out or --overwrite:\n  "
-                  + "\n  ".join(conflicts), file=sys.stderr)
+            print(
+                f"error: {out} holds videos made with other settings; use a new --out or --overwrite:\n  "
+                + "\n  ".join(conflicts),
+                file=sys.stderr,
+            )
             return 2
     out.mkdir(parents=True, exist_ok=True)
     created = (old or {}).get("created") if not args.overwrite else None
@@ -631,19 +754,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     save({})
     n_stems = sum(1 for p in counts if sanitize_prompt(p) != p)
-    print(f"{len(jobs)} videos for {len(counts)} prompts -> {out / VIDEOS_SUBDIR} ({settings['who']}, "
-          f"{settings['steps']} steps, guidance {settings['guidance']}, seeds {args.seed_base}.."
-          f"{args.seed_base + len(jobs) - 1})" + (f"; {n_stems} prompt(s) renamed for the file system "
-                                                  f"(see {PROMPT_MAP_NAME})" if n_stems else ""), flush=True)
+    print(
+        f"{len(jobs)} videos for {len(counts)} prompts -> {out / VIDEOS_SUBDIR} ({settings['who']}, "
+        f"{settings['steps']} steps, guidance {settings['guidance']}, seeds {args.seed_base}.."
+        f"{args.seed_base + len(jobs) - 1})"
+        + (f"; {n_stems} prompt(s) renamed for the file system (see {PROMPT_MAP_NAME})" if n_stems else ""),
+        flush=True,
+    )
     t0 = time.perf_counter()
-    status = generate_videos(sample_fn, jobs, out, fps=args.fps, crf=args.crf, num_frames=settings["num_frames"],
-                             height=settings["height"], width=settings["width"], overwrite=args.overwrite,
-                             progress=not args.no_progress, on_progress=save)
+    status = generate_videos(
+        sample_fn,
+        jobs,
+        out,
+        fps=args.fps,
+        crf=args.crf,
+        num_frames=settings["num_frames"],
+        height=settings["height"],
+        width=settings["width"],
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        on_progress=save,
+    )
     c = Counter(status.values())
-    print(f"generated {c['generated'] + c['regenerated']} ({c['regenerated']} replaced unreadable files), "
-          f"kept {c['existing']} existing, in {time.perf_counter() - t0:.1f}s", flush=True)
-    rep = validate_layout(out / VIDEOS_SUBDIR, counts, decode=not args.no_decode, num_frames=settings["num_frames"],
-                          height=settings["height"], width=settings["width"])
+    print(
+        f"generated {c['generated'] + c['regenerated']} ({c['regenerated']} replaced unreadable files), "
+        f"kept {c['existing']} existing, in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
+    rep = validate_layout(
+        out / VIDEOS_SUBDIR,
+        counts,
+        decode=not args.no_decode,
+        num_frames=settings["num_frames"],
+        height=settings["height"],
+        width=settings["width"],
+    )
     print(rep.format())
     final = _manifest(args, settings, jobs, counts, overrides, status, created)
     final["validation"] = rep.summary()

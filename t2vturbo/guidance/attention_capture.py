@@ -99,7 +99,9 @@ def select_layers(model: nn.Module, layers: str | Iterable[str] | None = None) -
     Raises if nothing matches (a typo must not silently disable guidance)."""
     available = list_temporal_attention_layers(model)
     if layers is None or layers == "decoder" or (not isinstance(layers, str) and list(layers) == ["decoder"]):
-        patterns: tuple[str, ...] = tuple(getattr(resolve_unet(model), "default_temporal_layers", DEFAULT_LAYERS))
+        patterns: tuple[str, ...] = tuple(
+            getattr(resolve_unet(model), "default_temporal_layers", DEFAULT_LAYERS)
+        )
     elif isinstance(layers, str):
         patterns = LAYER_PRESETS.get(layers, (layers,))
     else:
@@ -230,7 +232,10 @@ def make_capturing_processor(original, name: str, store: AttentionStore) -> Capt
     if cls not in _WRAPPER_CLASSES:
         try:
             orig_sig = inspect.signature(original.__call__)
-            params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *orig_sig.parameters.values()]
+            params = [
+                inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                *orig_sig.parameters.values(),
+            ]
             sig = inspect.Signature(params)
         except (TypeError, ValueError):
             sig = None
@@ -240,7 +245,9 @@ def make_capturing_processor(original, name: str, store: AttentionStore) -> Capt
 
         if sig is not None:
             __call__.__signature__ = sig
-        _WRAPPER_CLASSES[cls] = type(f"Capturing{cls.__name__}", (CapturingAttnProcessor,), {"__call__": __call__})
+        _WRAPPER_CLASSES[cls] = type(
+            f"Capturing{cls.__name__}", (CapturingAttnProcessor,), {"__call__": __call__}
+        )
     return _WRAPPER_CLASSES[cls](original, name, store)
 
 

@@ -97,7 +97,9 @@ def motion_energy(
     else:
         a_l, r_l, m_l = list(maps), _as_list(ref_maps), _as_list(masks)
     if not (len(a_l) == len(r_l) == len(m_l)) or not a_l:
-        raise ValueError(f"need the same non-zero number of maps, references and masks; got {len(a_l)}, {len(r_l)}, {len(m_l)}")
+        raise ValueError(
+            f"need the same non-zero number of maps, references and masks; got {len(a_l)}, {len(r_l)}, {len(m_l)}"
+        )
     terms = []
     for a, r, m in zip(a_l, r_l, m_l):
         wide = torch.promote_types(a.dtype, torch.float32)
@@ -203,7 +205,11 @@ class MotionReference:
 
 @torch.no_grad()
 def attention_maps(
-    teacher: nn.Module, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, layers: str | Iterable[str] | None = None
+    teacher: nn.Module,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    layers: str | Iterable[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Temporal attention maps of one teacher forward (no grad)."""
     with capture_temporal_attention(teacher, layers, detach=True) as store:
@@ -341,9 +347,17 @@ class MotionGuidance:
         if layers is not None and not isinstance(layers, str):
             layers = list(layers)
         return cls(
-            backbone, grid, lam=gcfg.lam, tau=gcfg.tau, reference=gcfg.reference, layers=layers,
-            topk=gcfg.topk, energy_scale=gcfg.energy_scale, layer_scale=gcfg.layer_scale,
-            inversion_stride=gcfg.inversion_stride, seed=seed,
+            backbone,
+            grid,
+            lam=gcfg.lam,
+            tau=gcfg.tau,
+            reference=gcfg.reference,
+            layers=layers,
+            topk=gcfg.topk,
+            energy_scale=gcfg.energy_scale,
+            layer_scale=gcfg.layer_scale,
+            inversion_stride=gcfg.inversion_stride,
+            seed=seed,
         )
 
     # ---- schedule ---------------------------------------------------------------------------
@@ -356,7 +370,9 @@ class MotionGuidance:
         t = torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()
         n = torch.searchsorted(self.grid, t).clamp(max=self.num_grid - 1)
         if not torch.equal(self.grid[n], t):
-            raise ValueError(f"timesteps {t.tolist()} are not all on the DDIM grid {self.grid.tolist()[:4]}...")
+            raise ValueError(
+                f"timesteps {t.tolist()} are not all on the DDIM grid {self.grid.tolist()[:4]}..."
+            )
         return n
 
     def guided(self, t: torch.Tensor, flags=None) -> torch.Tensor:
@@ -380,7 +396,9 @@ class MotionGuidance:
     def reference_noise(self, positions, shape, device) -> torch.Tensor:
         """Fixed reference noise per clip position (reference='noise'); a stream separate from the
         training noise."""
-        return torch.stack([torch.randn(tuple(shape), generator=_noise_generator(self.seed, p)) for p in positions]).to(device)
+        return torch.stack(
+            [torch.randn(tuple(shape), generator=_noise_generator(self.seed, p)) for p in positions]
+        ).to(device)
 
     def reference_for(self, z0, t, cond, positions=None) -> MotionReference:
         """The :class:`MotionReference` of clips z0 at grid timesteps t with captions cond (no grad)."""
@@ -391,8 +409,18 @@ class MotionGuidance:
                 positions = list(range(z0.shape[0]))
             noise = self.reference_noise(positions, z0.shape[1:], z0.device)
         return reference_maps(
-            self.teacher, z0, index, self.grid, cond, self.bb.alphas_cumprod, self.bb.prediction_type,
-            reference=self.reference, noise=noise, layers=self.layers, k=self.topk, stride=self.inversion_stride,
+            self.teacher,
+            z0,
+            index,
+            self.grid,
+            cond,
+            self.bb.alphas_cumprod,
+            self.bb.prediction_type,
+            reference=self.reference,
+            noise=noise,
+            layers=self.layers,
+            k=self.topk,
+            stride=self.inversion_stride,
         )
 
     # ---- hook ---------------------------------------------------------------------------------
@@ -416,7 +444,9 @@ class MotionGuidance:
         pos = [positions[i] for i in idx.tolist()] if positions is not None else None
         t = torch.as_tensor(t).to(z_t.device)
         ref = self.reference_for(z0, t[idx], cond[idx], pos)
-        s, energy = motion_score(self.teacher, z_t[idx], t[idx], cond[idx], ref, self.energy_scale, self.layer_scale)
+        s, energy = motion_score(
+            self.teacher, z_t[idx], t[idx], cond[idx], ref, self.energy_scale, self.layer_scale
+        )
         score = torch.zeros(z_t.shape, dtype=_wide(s).dtype, device=z_t.device)
         score[idx] = _wide(s)
         self.stats = {
@@ -433,5 +463,6 @@ class MotionGuidance:
         if not bool(guided.any()):
             return eps_hat
         idx = guided.nonzero().squeeze(1)
-        return apply_motion_score(eps_hat, score[idx], torch.as_tensor(t).to(z_t.device), idx, self.lam,
-                                  self.bb.alphas_cumprod)
+        return apply_motion_score(
+            eps_hat, score[idx], torch.as_tensor(t).to(z_t.device), idx, self.lam, self.bb.alphas_cumprod
+        )

@@ -39,7 +39,10 @@ def _rank():
 def rng_state() -> dict:
     st = {
         "python": repr(random.getstate()),
-        "numpy": [str(x) if i == 0 else (x.tolist() if hasattr(x, "tolist") else x) for i, x in enumerate(np.random.get_state())],
+        "numpy": [
+            str(x) if i == 0 else (x.tolist() if hasattr(x, "tolist") else x)
+            for i, x in enumerate(np.random.get_state())
+        ],
         "torch": torch.get_rng_state().tolist(),
     }
     if torch.cuda.is_available():
@@ -66,7 +69,9 @@ def latest_tag(ckpt_dir: str | os.PathLike) -> str | None:
         return None
     tag = f.read_text().strip()
     if not (Path(ckpt_dir) / tag / "trainer_state.json").exists():
-        raise RuntimeError(f"checkpoint {Path(ckpt_dir) / tag} named by {f} is incomplete (no trainer_state.json)")
+        raise RuntimeError(
+            f"checkpoint {Path(ckpt_dir) / tag} named by {f} is incomplete (no trainer_state.json)"
+        )
     return tag
 
 
@@ -86,7 +91,10 @@ def save(engine, ckpt_dir, step: int, state: dict, ema=None, keep: int = 2):
     _barrier()
     if rank == 0:
         if ema is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, str(d / "ema.safetensors"))
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()},
+                str(d / "ema.safetensors"),
+            )
         (d / "trainer_state.json").write_text(json.dumps(state, indent=2))
         final = ckpt_dir / tag
         shutil.rmtree(final, ignore_errors=True)

@@ -45,12 +45,20 @@ def build_dataset(cfg):
             return stream(d.urls, d.frame_stride, d.target_fps)
         sources = []
         for i, s in enumerate(d.sources):
-            own = s.frame_stride is not None or s.target_fps is not None  # else data.frame_stride / target_fps
+            own = (
+                s.frame_stride is not None or s.target_fps is not None
+            )  # else data.frame_stride / target_fps
             fs, fps = (s.frame_stride, s.target_fps) if own else (d.frame_stride, d.target_fps)
-            sources.append(MixtureSource(
-                name=s.name, stream=stream(s.urls, fs, fps, salt=1000 * (i + 1)), weight=s.weight,
-                use_reward=s.use_reward, use_motion_guide=s.use_motion_guide, reward_caption_key=s.reward_caption_key,
-            ))
+            sources.append(
+                MixtureSource(
+                    name=s.name,
+                    stream=stream(s.urls, fs, fps, salt=1000 * (i + 1)),
+                    weight=s.weight,
+                    use_reward=s.use_reward,
+                    use_motion_guide=s.use_motion_guide,
+                    reward_caption_key=s.reward_caption_key,
+                )
+            )
         return MixtureStream(sources, seed=cfg.seed, loader_batch_size=cfg.train.micro_batch_size)
     raise ValueError(f"data.kind={d.kind!r}: available: toy, shards, mixture")
 
@@ -72,8 +80,13 @@ class DataFeed:
 
     def _stream_batches(self, micro: int):
         self.dataset.load_state_dict({"epoch": 0, "samples_seen": micro * self.mb})
-        loader = DataLoader(self.dataset, batch_size=self.mb, num_workers=self.cfg.data.num_workers,
-                            collate_fn=collate_clips, drop_last=True)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.mb,
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=collate_clips,
+            drop_last=True,
+        )
         epoch = 0
         while True:
             yield from loader
@@ -84,14 +97,19 @@ class DataFeed:
         positions = self.positions(micro)
         if not isinstance(self.dataset, IterableDataset):
             items = [self.dataset[p % len(self.dataset)] for p in positions]
-            return {"video": torch.stack([it["video"] for it in items]), "caption": [it["caption"] for it in items],
-                    "positions": positions}
+            return {
+                "video": torch.stack([it["video"] for it in items]),
+                "caption": [it["caption"] for it in items],
+                "positions": positions,
+            }
         if self._stream is None:
             self._stream = self._stream_batches(micro)
         b = next(self._stream)
         meta = b["meta"]
         out = {
-            "video": b["video"], "caption": b["caption"], "positions": positions,
+            "video": b["video"],
+            "caption": b["caption"],
+            "positions": positions,
             # per-sample flags (a mixture source's, AND the sample json's own; data/mixture.py)
             "use_reward": [bool(m.get("use_reward", True)) for m in meta],
             "use_motion_guide": [bool(m.get("use_motion_guide", True)) for m in meta],
@@ -106,8 +124,14 @@ class DataFeed:
         if not hasattr(self.dataset, "skip_stats") or self.cfg.data.num_workers != 0:
             return {}
         st = self.dataset.skip_stats()
-        first = ", ".join(f"{r['url'].rsplit('/', 1)[-1]}#{r['key']}:{r['reason']}" for r in st.get("first", [])[:5])
-        out = {"data_skipped": st.get("skipped", 0), "data_seen": st.get("seen", 0), "data_first_skips": first}
+        first = ", ".join(
+            f"{r['url'].rsplit('/', 1)[-1]}#{r['key']}:{r['reason']}" for r in st.get("first", [])[:5]
+        )
+        out = {
+            "data_skipped": st.get("skipped", 0),
+            "data_seen": st.get("seen", 0),
+            "data_first_skips": first,
+        }
         for name, n in st.get("by_source", {}).items():
             out[f"data_drawn/{name}"] = n
         return out

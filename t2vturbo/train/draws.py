@@ -28,7 +28,9 @@ class Draws:
     drop: torch.Tensor  # [B] bool: caption dropped (diffusion CFG training)
 
 
-def draw(positions, latent_shape, seed: int, n_index: int, w_min: float, w_max: float, drop_p: float) -> Draws:
+def draw(
+    positions, latent_shape, seed: int, n_index: int, w_min: float, w_max: float, drop_p: float
+) -> Draws:
     """Per position, in this order from its generator: index ~ U{0..n_index-1}, w ~ U[w_min, w_max],
     drop ~ Bernoulli(drop_p), noise ~ N(0, I) of ``latent_shape``."""
     idx, noise, w, drop = [], [], [], []

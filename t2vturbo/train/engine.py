@@ -34,7 +34,9 @@ def init_distributed() -> tuple[int, int, int]:
         torch.cuda.set_device(local_rank)
     elif "OMP_NUM_THREADS" not in os.environ:
         # CPU ranks share the cores: oversubscribed OpenMP threads spin and slow tiny ops by 10x.
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", dist.get_world_size())))
+        local_world = int(
+            os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", dist.get_world_size()))
+        )
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
     return dist.get_rank(), dist.get_world_size(), local_rank
 

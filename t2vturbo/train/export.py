@@ -54,7 +54,9 @@ def export_run(cfg, bb, objective, engine, step: int, rank: int) -> Path:
                 if not teacher_dir.exists():
                     bb.save_pretrained(teacher_dir)
                 teacher_path = str(teacher_dir.resolve())
-            meta = StudentExport.meta_for(cfg, bb, step, "ema" if ema is not None else "student", teacher_path)
+            meta = StudentExport.meta_for(
+                cfg, bb, step, "ema" if ema is not None else "student", teacher_path
+            )
             StudentExport.write(out, net.state_dict(), meta)
             if cfg.train.export_diffusers:
                 problem = bb.diffusers_export_problem()
@@ -62,15 +64,18 @@ def export_run(cfg, bb, objective, engine, step: int, rank: int) -> Path:
                     log.info("no diffusers pipeline export: %s", problem)
                 else:
                     export_pipeline(out, out / "diffusers")
-                    log.info("diffusers pipeline: DiffusionPipeline.from_pretrained(%r), 4 steps, guidance_scale=1",
-                             str(out / "diffusers"))
+                    log.info(
+                        "diffusers pipeline: DiffusionPipeline.from_pretrained(%r), 4 steps, guidance_scale=1",
+                        str(out / "diffusers"),
+                    )
     else:
         sd = gathered_state_dict(engine.module)
         if rank == 0:
             teacher = _load_merged(bb.trainable_teacher(clone=True), lambda n: n.unet, sd, lcfg)
             bb.save_pretrained(out, unet=teacher.unet)
             (out / "t2vturbo_teacher.json").write_text(
-                json.dumps({"step": step, "config": OmegaConf.to_container(cfg)}, indent=2))
+                json.dumps({"step": step, "config": OmegaConf.to_container(cfg)}, indent=2)
+            )
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:

@@ -13,10 +13,24 @@ LORA_PRESETS: dict[str, tuple[str, ...]] = {
     "attention": ("to_q", "to_k", "to_v", "to_out.0"),
     # LCM-LoRA's choice: attention + feed-forward + the resnets' convolutions and time projections
     "attention_ff_conv": (
-        "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
-        "ff.net.0.proj", "ff.net.2", "ffn.net.0.proj", "ffn.net.2",
-        "conv1", "conv2", "conv_shortcut", "time_emb_proj",
-        "in_layers.2", "out_layers.3", "emb_layers.1", "skip_connection",
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "proj_in",
+        "proj_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "ffn.net.0.proj",
+        "ffn.net.2",
+        "conv1",
+        "conv2",
+        "conv_shortcut",
+        "time_emb_proj",
+        "in_layers.2",
+        "out_layers.3",
+        "emb_layers.1",
+        "skip_connection",
     ),
 }
 # (no Conv1d: VideoCrafter2 applies its 1x1 Conv1d projections as a matmul on the weight, not by calling them)
@@ -28,11 +42,16 @@ def resolve_targets(module: nn.Module, target_modules) -> list[str]:
     list of name suffixes, or one preset name of :data:`LORA_PRESETS`. Raises if nothing matches."""
     tm = list(target_modules)
     suffixes = LORA_PRESETS[tm[0]] if len(tm) == 1 and tm[0] in LORA_PRESETS else tuple(tm)
-    hits = [n for n, m in module.named_modules()
-            if isinstance(m, _LORA_TYPES) and any(n == s or n.endswith("." + s) for s in suffixes)]
+    hits = [
+        n
+        for n, m in module.named_modules()
+        if isinstance(m, _LORA_TYPES) and any(n == s or n.endswith("." + s) for s in suffixes)
+    ]
     if not hits:
-        raise ValueError(f"LoRA target_modules {tm} match no Linear/Conv layer of {type(module).__name__} "
-                         f"(presets: {sorted(LORA_PRESETS)})")
+        raise ValueError(
+            f"LoRA target_modules {tm} match no Linear/Conv layer of {type(module).__name__} "
+            f"(presets: {sorted(LORA_PRESETS)})"
+        )
     return hits
 
 

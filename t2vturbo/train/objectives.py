@@ -37,8 +37,18 @@ from .reward_finetune import RewardFinetune
 from .reward_term import RewardTerm
 from .teacher import OnlineTeacher, SolverStep, StoredTeacher
 
-__all__ = ["OBJECTIVES", "ConsistencyDistillation", "DiffusionTraining", "Draws", "Objective", "RunContext",
-           "build_objective", "draw", "register", "sample_generator"]
+__all__ = [
+    "OBJECTIVES",
+    "ConsistencyDistillation",
+    "DiffusionTraining",
+    "Draws",
+    "Objective",
+    "RunContext",
+    "build_objective",
+    "draw",
+    "register",
+    "sample_generator",
+]
 
 log = logging.getLogger("t2vturbo")
 
@@ -79,7 +89,9 @@ def build_objective(cfg, backbone, ctx: RunContext) -> Objective:
     try:
         builder = OBJECTIVES[cfg.objective.name]
     except KeyError:
-        raise ConfigError(f"objective.name={cfg.objective.name!r}: available: {', '.join(OBJECTIVES)}") from None
+        raise ConfigError(
+            f"objective.name={cfg.objective.name!r}: available: {', '.join(OBJECTIVES)}"
+        ) from None
     return builder(cfg, backbone, ctx)
 
 
@@ -106,8 +118,12 @@ def reward_term(cfg, backbone, ctx: RunContext) -> RewardTerm:
                 "and strided reward.video_frames would decode a subset of latent frames, not of the clip's frames"
             )
     if ctx.rank == 0:
-        log.info("rewards %s (image on ranks %s, video on ranks %s)", term.betas, cfg.reward.image_ranks or "all",
-                 cfg.reward.video_ranks or "all")
+        log.info(
+            "rewards %s (image on ranks %s, video on ranks %s)",
+            term.betas,
+            cfg.reward.image_ranks or "all",
+            cfg.reward.video_ranks or "all",
+        )
     return term
 
 
@@ -181,11 +197,18 @@ class ConsistencyDistillation:
         with torch.no_grad():
             target = self.consistency_fn(target_net, s.z_prev.to(s.z_t.dtype), s.t_end, s.cond, s.w, s.eta)
         loss = consistency_loss(pred, target, self.cfg.loss, self.cfg.huber_c)
-        logs = {"loss_cd": loss.detach(), "w_mean": s.w.mean(),
-                "t_mean": self.param.net_time(s.t_start).float().mean(), **s.stats}
+        logs = {
+            "loss_cd": loss.detach(),
+            "w_mean": s.w.mean(),
+            "t_mean": self.param.net_time(s.t_start).float().mean(),
+            **s.stats,
+        }
         if self.reward_term is not None and self.reward_term.active:
             r_loss, r_logs = self.reward_term(
-                pred, batch.get("reward_caption") or batch["caption"], batch["positions"], batch.get("use_reward")
+                pred,
+                batch.get("reward_caption") or batch["caption"],
+                batch["positions"],
+                batch.get("use_reward"),
             )
             loss = loss + r_loss
             logs.update(r_logs)
@@ -202,12 +225,18 @@ def build_consistency_distillation(cfg, bb, ctx: RunContext) -> ConsistencyDisti
             "prediction_type='flow'): use guidance=cfg (guidance.motion=false)"
         )
     if cfg.data.precomputed and param.is_flow:
-        raise ConfigError(f"data.precomputed=true needs a DDPM-schedule teacher (model.family={cfg.model.family} is "
-                          "flow-matching): train it online")
+        raise ConfigError(
+            f"data.precomputed=true needs a DDPM-schedule teacher (model.family={cfg.model.family} is "
+            "flow-matching): train it online"
+        )
     if cfg.data.precomputed:  # stored teacher outputs / motion scores: the objective needs the schedule only
         solver = StoredTeacher(param.to(ctx.device), o.guidance_form, g.motion, g.lam, ctx.dtype)
     else:
-        mg = MotionGuidance.from_config(g, bb, param.grid(o.num_ddim_timesteps), seed=cfg.seed) if g.motion else None
+        mg = (
+            MotionGuidance.from_config(g, bb, param.grid(o.num_ddim_timesteps), seed=cfg.seed)
+            if g.motion
+            else None
+        )
         solver = OnlineTeacher(bb, o.guidance_form, mg, ctx.dtype)
     obj = ConsistencyDistillation(o, bb, cfg.seed, solver, eta=g.eta)
     if cfg.reward.weights:
@@ -241,11 +270,20 @@ class DiffusionTraining:
         self.t_min = int(cfg.min_timestep)
         self.module: nn.Module | None = None
         if not 0 <= self.t_min < backbone.num_train_timesteps:
-            raise ValueError(f"objective.min_timestep={self.t_min} must be in [0, {backbone.num_train_timesteps - 1}]")
+            raise ValueError(
+                f"objective.min_timestep={self.t_min} must be in [0, {backbone.num_train_timesteps - 1}]"
+            )
 
     def draws(self, positions, latent_shape) -> Draws:
-        d = draw(positions, latent_shape, self.seed, self.bb.num_train_timesteps - self.t_min, 0.0, 0.0,
-                 self.caption_dropout)
+        d = draw(
+            positions,
+            latent_shape,
+            self.seed,
+            self.bb.num_train_timesteps - self.t_min,
+            0.0,
+            0.0,
+            self.caption_dropout,
+        )
         d.index += self.t_min
         return d
 
@@ -277,7 +315,9 @@ def build_diffusion(cfg, bb, ctx: RunContext) -> DiffusionTraining:
 @register("reward_finetune")
 def build_reward_finetune(cfg, bb, ctx: RunContext):
     o, lcfg = cfg.objective, cfg.model.lora
-    obj = RewardFinetune(o, bb, cfg.seed, bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width))
+    obj = RewardFinetune(
+        o, bb, cfg.seed, bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
+    )
     obj.reward_term = reward_term(cfg, bb, ctx)
     obj.trains_student = o.finetune == "student"
     if obj.trains_student:
@@ -293,7 +333,12 @@ def build_reward_finetune(cfg, bb, ctx: RunContext):
     mark_trainable(module, lcfg.enabled)
     obj.module = module
     if ctx.rank == 0:
-        log.info("reward fine-tuning (VADER mode) of the %s: %d sampling steps, gradient through the last %s; "
-                 "rewards %s", o.finetune, o.sample_steps, o.grad_steps or "all", obj.reward_term.betas)
+        log.info(
+            "reward fine-tuning (VADER mode) of the %s: %d sampling steps, gradient through the last %s; "
+            "rewards %s",
+            o.finetune,
+            o.sample_steps,
+            o.grad_steps or "all",
+            obj.reward_term.betas,
+        )
     return obj
-

@@ -70,8 +70,9 @@ class Preemption:
             if flush is not None:
                 flush()
             try:
-                r = subprocess.run(["scontrol", "requeue", self.slurm_job], capture_output=True, text=True,
-                                   timeout=120)
+                r = subprocess.run(
+                    ["scontrol", "requeue", self.slurm_job], capture_output=True, text=True, timeout=120
+                )
                 err = "" if r.returncode == 0 else (r.stderr or r.stdout).strip()
             except (OSError, subprocess.TimeoutExpired) as e:
                 err = str(e)
@@ -79,8 +80,12 @@ class Preemption:
                 log.warning("requeued Slurm job %s: it resumes from step %d", self.slurm_job, step)
                 requeued[0] = 1
             else:
-                log.error("scontrol requeue %s failed (%s): resubmit to resume from step %d", self.slurm_job, err,
-                          step)
+                log.error(
+                    "scontrol requeue %s failed (%s): resubmit to resume from step %d",
+                    self.slurm_job,
+                    err,
+                    step,
+                )
         if self.world > 1:
             dist.all_reduce(requeued, op=dist.ReduceOp.MAX)
         if requeued.item() > 0:

@@ -81,8 +81,16 @@ class RewardFinetune:
                 return net(z.to(dtype), param.net_time(t), cond, w, eta).float()
 
             return multistep_consistency_sample(
-                model, tuple(z_T.shape), self.timesteps, param, device=dev, sigma_data=self.cfg.sigma_data,
-                timestep_scaling=self.cfg.timestep_scaling, noise=z_T, grad_last=self.grad_last, renoise=renoise,
+                model,
+                tuple(z_T.shape),
+                self.timesteps,
+                param,
+                device=dev,
+                sigma_data=self.cfg.sigma_data,
+                timestep_scaling=self.cfg.timestep_scaling,
+                noise=z_T,
+                grad_last=self.grad_last,
+                renoise=renoise,
             )
 
         def denoise(z, t):

@@ -41,7 +41,11 @@ class RewardTerm:
             path = cfg.paths.get(name)
             kw = dict(cfg.kwargs.get(name, {}))
             # reward.paths.NAME=tiny: the reward's tiny random config (smoke tests and benchmarks only)
-            r = registry.build(name, tiny=True, **kw) if path == "tiny" else registry.build(name, pretrained=path, **kw)
+            r = (
+                registry.build(name, tiny=True, **kw)
+                if path == "tiny"
+                else registry.build(name, pretrained=path, **kw)
+            )
             self.rewards[name] = r.freeze().to(device)
             self.betas[name] = float(beta)
         self.run_image = cfg.image_ranks is None or rank in cfg.image_ranks
@@ -88,11 +92,17 @@ class RewardTerm:
                 continue
             if r.kind == "image":
                 if "image" not in frames:
-                    frames["image"] = self._frames(x0, positions, self.cfg.image_frames, self.cfg.frame_mode, 1)
+                    frames["image"] = self._frames(
+                        x0, positions, self.cfg.image_frames, self.cfg.frame_mode, 1
+                    )
                 f = frames["image"]
                 b, n = f.shape[:2]
                 # an image reward scores each frame on its own; average over the chosen frames
-                vals = r(f.reshape(b * n, 1, *f.shape[2:]), [p for p in prompts for _ in range(n)]).reshape(b, n).mean(1)
+                vals = (
+                    r(f.reshape(b * n, 1, *f.shape[2:]), [p for p in prompts for _ in range(n)])
+                    .reshape(b, n)
+                    .mean(1)
+                )
             else:
                 if "video" not in frames:
                     frames["video"] = self._frames(x0, positions, self.cfg.video_frames, "strided", 2)

@@ -50,8 +50,19 @@ class SolverStep:
     stats: dict  # solver logs (motion-guidance statistics)
 
 
-def augmented_teacher_step(out_c, out_u, z_t, t_start, t_end, w, param: Parameterisation, guidance_form: str = "lcm",
-                           score=None, guided=None, lam: float = 0.0) -> torch.Tensor:
+def augmented_teacher_step(
+    out_c,
+    out_u,
+    z_t,
+    t_start,
+    t_end,
+    w,
+    param: Parameterisation,
+    guidance_form: str = "lcm",
+    score=None,
+    guided=None,
+    lam: float = 0.0,
+) -> torch.Tensor:
     """``z_hat_{t_end}`` from the teacher's cond / uncond outputs at ``(z_t, t_start)``, in float32: CFG on
     x0 and eps, ``eps_hat -= lam sqrt(1 - sqrt(ab_t)) score`` on the ``guided`` samples, one solver step."""
     z_t = z_t.float()
@@ -93,8 +104,9 @@ class OnlineTeacher:
         if self.motion is not None:
             score, guided = self.motion.score(z_t, t_start, cond, batch)
             lam = self.motion.lam
-        return augmented_teacher_step(out_c, out_u, z_t, t_start, t_end, w, self.param, self.guidance_form,
-                                      score, guided, lam)
+        return augmented_teacher_step(
+            out_c, out_u, z_t, t_start, t_end, w, self.param, self.guidance_form, score, guided, lam
+        )
 
     def __call__(self, obj, batch) -> SolverStep:
         """The step of a training batch: ``video`` [B, F, 3, H, W] and ``caption`` (encoded here), or already
@@ -125,8 +137,14 @@ class StoredTeacher:
     training position as online. ``motion``: apply the stored scores with ``lam`` (eta to guided samples
     only); False: scores ignored."""
 
-    def __init__(self, param: Parameterisation, guidance_form: str = "lcm", motion: bool = False, lam: float = 0.05,
-                 dtype=None):
+    def __init__(
+        self,
+        param: Parameterisation,
+        guidance_form: str = "lcm",
+        motion: bool = False,
+        lam: float = 0.05,
+        dtype=None,
+    ):
         self.param = param
         self.guidance_form = guidance_form
         self.motion = bool(motion)
@@ -139,19 +157,26 @@ class StoredTeacher:
         for m in metas:
             p = (m or {}).get("precompute")
             if p is None:
-                raise ValueError("data.precomputed=true but a clip has no 'precompute' metadata: "
-                                 "point data.urls at the output of `python -m t2vturbo.precompute`")
+                raise ValueError(
+                    "data.precomputed=true but a clip has no 'precompute' metadata: "
+                    "point data.urls at the output of `python -m t2vturbo.precompute`"
+                )
             if int(p["num_ddim_timesteps"]) != num_grid or int(p["skip"]) != int(skip):
                 raise ValueError(
                     f"clip {p.get('src_key')} was precomputed with num_ddim_timesteps={p['num_ddim_timesteps']}, "
-                    f"skip={p['skip']}; this run has {num_grid}, {skip}")
+                    f"skip={p['skip']}; this run has {num_grid}, {skip}"
+                )
             if self.motion and not p.get("motion", False):
-                raise ValueError(f"guidance.motion=true but clip {p.get('src_key')} was precomputed without "
-                                 "motion guidance (no scores): precompute with guidance=motion")
+                raise ValueError(
+                    f"guidance.motion=true but clip {p.get('src_key')} was precomputed without "
+                    "motion guidance (no scores): precompute with guidance=motion"
+                )
 
     def __call__(self, obj, batch) -> SolverStep:
         if STORED_MEMBER not in batch:
-            raise ValueError(f"data.precomputed=true but the shards have no {{key}}.{STORED_MEMBER}.safetensors")
+            raise ValueError(
+                f"data.precomputed=true but the shards have no {{key}}.{STORED_MEMBER}.safetensors"
+            )
         if batch.get("meta") is not None:
             self.check_meta(batch["meta"], len(obj.grid), obj.cfg.skip)
         dtype = self.dtype or torch.float32
@@ -160,7 +185,9 @@ class StoredTeacher:
         pre = {k: v.to(dev) for k, v in batch[STORED_MEMBER].items()}
         index = pre["n"].reshape(-1).long().cpu()
         t_start, t_end = (x.to(dev) for x in solver_pair(index, obj.grid, obj.cfg.skip))
-        w = draw(batch["positions"], (1,), obj.seed, len(obj.grid), obj.cfg.w_min, obj.cfg.w_max, 0.0).w.to(dev)
+        w = draw(batch["positions"], (1,), obj.seed, len(obj.grid), obj.cfg.w_min, obj.cfg.w_max, 0.0).w.to(
+            dev
+        )
         z_t = pre["z_t"].float()
         eta = torch.full((z_t.shape[0],), float(obj.eta), device=dev)
         guided = pre["mg"].reshape(-1).bool() if self.motion else None
@@ -168,10 +195,22 @@ class StoredTeacher:
         if self.motion:
             eta = torch.where(guided, eta, torch.zeros_like(eta))
             sc = pre["score"][guided].float() if bool(guided.any()) else None
-            stats = {"mg_fraction": float(guided.float().mean()),
-                     "mg_score_abs": float(sc.abs().mean()) if sc is not None else 0.0}
+            stats = {
+                "mg_fraction": float(guided.float().mean()),
+                "mg_score_abs": float(sc.abs().mean()) if sc is not None else 0.0,
+            }
         with torch.no_grad():
-            z_prev = augmented_teacher_step(pre["out_c"], pre["out_u"], z_t, t_start, t_end, w, param,
-                                            self.guidance_form, pre["score"] if self.motion else None, guided,
-                                            self.lam)
+            z_prev = augmented_teacher_step(
+                pre["out_c"],
+                pre["out_u"],
+                z_t,
+                t_start,
+                t_end,
+                w,
+                param,
+                self.guidance_form,
+                pre["score"] if self.motion else None,
+                guided,
+                self.lam,
+            )
         return SolverStep(z_t.to(dtype), t_start, t_end, z_prev, pre["cond"].to(dtype), w, eta, stats)

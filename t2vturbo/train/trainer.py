@@ -78,11 +78,16 @@ class Trainer:
         self.objective = build_objective(cfg, self.bb, ctx)
         self.objective.module.to(self.device)
         self.engine, self.optimizer, self.ds_config = initialize(
-            self.objective.module, tc, OmegaConf.to_container(cfg.deepspeed), self.world)
+            self.objective.module, tc, OmegaConf.to_container(cfg.deepspeed), self.world
+        )
         self.data = DataFeed(cfg, self.rank, self.world)
         self.logger = MetricLogger(self.out, enabled=self.rank == 0)
         self.preemption = Preemption(self.rank, self.world, self.device)
-        self.validate = Validator(cfg, self.bb, self.logger, self.out, self.rank) if self.objective.trains_student else None
+        self.validate = (
+            Validator(cfg, self.bb, self.logger, self.out, self.rank)
+            if self.objective.trains_student
+            else None
+        )
         self.step = 0
         self.micro = 0  # global micro-batches consumed (the data position)
         self.skipped = 0
@@ -106,7 +111,9 @@ class Trainer:
 
     def save_checkpoint(self):
         state = {"step": self.step, "micro": self.micro, "skipped": self.skipped, "world_size": self.world}
-        return ckpt.save(self.engine, self.ckpt_dir, self.step, state, self.ema, self.cfg.train.keep_checkpoints)
+        return ckpt.save(
+            self.engine, self.ckpt_dir, self.step, state, self.ema, self.cfg.train.keep_checkpoints
+        )
 
     # ---- one micro-batch -----------------------------------------------------------------
     def micro_loss(self, batch):
@@ -120,7 +127,8 @@ class Trainer:
             latest = ckpt.latest_tag(self.ckpt_dir) if self.ckpt_dir.exists() else None
             raise NonFiniteLossError(
                 f"{self.skipped} non-finite losses (limit train.max_nan_skips={self.cfg.train.max_nan_skips}); "
-                f"last good checkpoint: {self.ckpt_dir / latest if latest else 'none'}")
+                f"last good checkpoint: {self.ckpt_dir / latest if latest else 'none'}"
+            )
 
     # ---- loop ----------------------------------------------------------------------------
     def train(self):
@@ -128,7 +136,9 @@ class Trainer:
         self.preemption.install()
         bar = None
         if self.rank == 0 and tc.progress:
-            bar = tqdm(total=tc.max_steps, initial=self.step, desc=self.cfg.experiment_name, dynamic_ncols=True)
+            bar = tqdm(
+                total=tc.max_steps, initial=self.step, desc=self.cfg.experiment_name, dynamic_ncols=True
+            )
         t_last, logs_acc = time.time(), {}
         while self.step < tc.max_steps:
             batch = self.data.batch(self.micro)
@@ -165,8 +175,11 @@ class Trainer:
                 if not saved:
                     self.save_checkpoint()  # at this very step: the resumed run logs step + 1 next
                 if self.rank == 0:
-                    log.warning("signal %s: checkpoint written at step %d, exiting", signal.Signals(stop).name,
-                                self.step)
+                    log.warning(
+                        "signal %s: checkpoint written at step %d, exiting",
+                        signal.Signals(stop).name,
+                        self.step,
+                    )
                 if self.step < tc.max_steps:
                     self.preemption.requeue(self.step, flush=self.logger.tb.flush)
                 break
@@ -182,24 +195,31 @@ class Trainer:
         dt = (time.time() - t_last) / max(1, tc.log_every if self.step % tc.log_every == 0 else 1)
         gn = self.engine.get_global_grad_norm()
         gn = own_norm if gn is None else gn
-        self.logger.log(self.step, {
-            **logs_acc,
-            "loss": loss.item(),
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": float(gn) if gn is not None else float("nan"),
-            "step_time": dt,
-            "samples_per_s": tc.micro_batch_size * tc.grad_accum * self.world / dt,
-            "skipped_nonfinite": self.skipped,
-            **memory_stats(self.device),
-            **self.data.stats(),
-        })
+        self.logger.log(
+            self.step,
+            {
+                **logs_acc,
+                "loss": loss.item(),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "grad_norm": float(gn) if gn is not None else float("nan"),
+                "step_time": dt,
+                "samples_per_s": tc.micro_batch_size * tc.grad_accum * self.world / dt,
+                "skipped_nonfinite": self.skipped,
+                **memory_stats(self.device),
+                **self.data.stats(),
+            },
+        )
 
     def _grad_norm(self):
         """Global grad norm before clipping (ZeRO-0 fp32, where DeepSpeed does not report it;
         gradients are already averaged over ranks at the boundary)."""
         if self.engine.zero_optimization_stage() > 0 or self.dtype != torch.float32:
             return None
-        sq = [p.grad.detach().float().pow(2).sum() for p in self.engine.module.parameters() if p.grad is not None]
+        sq = [
+            p.grad.detach().float().pow(2).sum()
+            for p in self.engine.module.parameters()
+            if p.grad is not None
+        ]
         return torch.stack(sq).sum().sqrt().item() if sq else 0.0
 
     # ---- validation and export -----------------------------------------------------------

@@ -32,8 +32,17 @@ class Validator:
         prompts = list(cfg.data.validation_prompts)
         for steps in cfg.train.eval_steps:
             video = sample_student(
-                self.bb, net, prompts, steps=steps, num_ddim_timesteps=o.num_ddim_timesteps, guidance=self.guidance,
-                num_frames=m.num_frames, height=m.height, width=m.width, seed=0, sigma_data=o.sigma_data,
+                self.bb,
+                net,
+                prompts,
+                steps=steps,
+                num_ddim_timesteps=o.num_ddim_timesteps,
+                guidance=self.guidance,
+                num_frames=m.num_frames,
+                height=m.height,
+                width=m.width,
+                seed=0,
+                sigma_data=o.sigma_data,
                 timestep_scaling=o.timestep_scaling,
             )
             if self.rank != 0:

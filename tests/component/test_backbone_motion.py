@@ -13,7 +13,9 @@ from t2vturbo.guidance.attention_capture import capture_temporal_attention, sele
 
 def test_motion_unet_backbone(tmp_path):
     torch.manual_seed(0)
-    bb = tiny_backbone(vae="pixel_unshuffle", block_out_channels=(16, 32), prediction_type="sample", unet="motion")
+    bb = tiny_backbone(
+        vae="pixel_unshuffle", block_out_channels=(16, 32), prediction_type="sample", unet="motion"
+    )
     assert type(bb.teacher.unet).__name__ == "UNetMotionModel"
     z = torch.randn(2, *bb.latent_shape(4, 16, 16), generator=torch.Generator().manual_seed(0))
     t = torch.tensor([500, 900])

@@ -67,7 +67,7 @@ def _shapes(sd) -> dict[str, tuple[int, ...]]:
 
 
 def _part(manifest, prefix) -> dict[str, tuple[int, ...]]:
-    return {k[len(prefix):]: tuple(s) for k, s in manifest["keys"].items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: tuple(s) for k, s in manifest["keys"].items() if k.startswith(prefix)}
 
 
 def _meta(shapes) -> dict[str, torch.Tensor]:
@@ -91,7 +91,9 @@ def test_full_size_modules_match_the_official_manifest(manifest):
     assert sorted(set(want) - set(got)) == [] and sorted(set(got) - set(want)) == []
     assert {k: s for k, s in got.items() if want[k] != s} == {}
     n_unet = sum(p.numel() for p in unet.parameters())
-    print(f"\nVideoCrafter2 UNet: {n_unet:,} parameters in {len(got)} tensors (official count {OFFICIAL_UNET_PARAMS:,})")
+    print(
+        f"\nVideoCrafter2 UNet: {n_unet:,} parameters in {len(got)} tensors (official count {OFFICIAL_UNET_PARAMS:,})"
+    )
     assert n_unet == OFFICIAL_UNET_PARAMS == manifest["parameter_counts"]["model.diffusion_model"]
     assert len(got) == manifest["tensor_counts"]["model.diffusion_model"] == 1484
 
@@ -107,7 +109,9 @@ def test_full_size_modules_match_the_official_manifest(manifest):
     want_text = {k: s for k, s in _shapes(text.state_dict()).items() if not k.endswith("position_ids")}
     assert _shapes(match_text_prefix(text_sd, text)) == want_text
     assert sorted(unused) == ["logit_scale", "text_projection"]
-    assert _shapes(clip_text_to_open_clip(_meta(_shapes(text_sd)))) == {k: s for k, s in oc.items() if k not in unused}
+    assert _shapes(clip_text_to_open_clip(_meta(_shapes(text_sd)))) == {
+        k: s for k, s in oc.items() if k not in unused
+    }
 
     # the checkpoint splitter accepts the whole official layout (+ schedule buffers) without leftovers
     full = _meta({k: tuple(s) for k, s in manifest["keys"].items()})
@@ -141,7 +145,9 @@ def test_tiny_shapes_and_tokens(bb):
     ids = bb.token_ids(["red", ""])
     sot, eot = len(bb.tokenizer) - 2, len(bb.tokenizer) - 1
     red = bb.tokenizer.convert_tokens_to_ids("red</w>")
-    assert ids.shape == (2, 77) and ids[0, :3].tolist() == [sot, red, eot] and ids[1, :2].tolist() == [sot, eot]
+    assert (
+        ids.shape == (2, 77) and ids[0, :3].tolist() == [sot, red, eot] and ids[1, :2].tolist() == [sot, eot]
+    )
     assert not ids[0, 3:].any() and not ids[1, 2:].any()
     long_ids = bb.token_ids(["a " * 200])
     assert long_ids[0, 0] == sot and long_ids[0, -1] == eot  # truncated to 77 with <end> kept
@@ -209,7 +215,9 @@ def _ldm_attn(sd, p, x):
 
 
 def _ldm_mid(sd, p, h):
-    return _ldm_resnet(sd, p + ".mid.block_2", _ldm_attn(sd, p + ".mid.attn_1", _ldm_resnet(sd, p + ".mid.block_1", h)))
+    return _ldm_resnet(
+        sd, p + ".mid.block_2", _ldm_attn(sd, p + ".mid.attn_1", _ldm_resnet(sd, p + ".mid.block_1", h))
+    )
 
 
 def _ldm_encode_mean(sd, x, levels, blocks):
@@ -233,7 +241,12 @@ def _ldm_decode(sd, z, levels, blocks):
         for j in range(blocks + 1):
             h = _ldm_resnet(sd, f"decoder.up.{i}.block.{j}", h)
         if i != 0:
-            h = _conv(sd, f"decoder.up.{i}.upsample.conv", F.interpolate(h, scale_factor=2.0, mode="nearest"), padding=1)
+            h = _conv(
+                sd,
+                f"decoder.up.{i}.upsample.conv",
+                F.interpolate(h, scale_factor=2.0, mode="nearest"),
+                padding=1,
+            )
     return _conv(sd, "decoder.conv_out", F.silu(_gn(sd, "decoder.norm_out", h)), padding=1)
 
 
@@ -261,7 +274,9 @@ def test_vae_converter_matches_an_ldm_reference():
     z = torch.randn(2, 4, 8, 8, generator=g)
     with torch.no_grad():
         torch.testing.assert_close(vae.decode(z).sample, _ldm_decode(ldm, z, 3, 2), rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(vae.encode(x).latent_dist.mode(), _ldm_encode_mean(ldm, x, 3, 2), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            vae.encode(x).latent_dist.mode(), _ldm_encode_mean(ldm, x, 3, 2), rtol=1e-4, atol=1e-4
+        )
     back = diffusers_vae_to_ldm(ldm_vae_to_diffusers(ldm))
     assert back.keys() == ldm.keys() and all(torch.equal(back[k], ldm[k]) for k in ldm)
     with pytest.raises(KeyError, match="encoder.down.0.attn.0"):
@@ -275,17 +290,32 @@ def _open_clip_text_sd(vocab, width=32, layers=3, ctx=77, seed=0):
     def r(*s, base=0.0):
         return torch.randn(*s, generator=g) * 0.2 + base
 
-    sd = {"token_embedding.weight": r(vocab, width), "positional_embedding": r(ctx, width),
-          "ln_final.weight": r(width, base=1.0), "ln_final.bias": r(width),
-          "text_projection": r(width, width), "logit_scale": torch.tensor(math.log(1 / 0.07))}
+    sd = {
+        "token_embedding.weight": r(vocab, width),
+        "positional_embedding": r(ctx, width),
+        "ln_final.weight": r(width, base=1.0),
+        "ln_final.bias": r(width),
+        "text_projection": r(width, width),
+        "logit_scale": torch.tensor(math.log(1 / 0.07)),
+    }
     for i in range(layers):
         p = f"transformer.resblocks.{i}."
-        sd.update({p + "ln_1.weight": r(width, base=1.0), p + "ln_1.bias": r(width),
-                   p + "attn.in_proj_weight": r(3 * width, width), p + "attn.in_proj_bias": r(3 * width),
-                   p + "attn.out_proj.weight": r(width, width), p + "attn.out_proj.bias": r(width),
-                   p + "ln_2.weight": r(width, base=1.0), p + "ln_2.bias": r(width),
-                   p + "mlp.c_fc.weight": r(4 * width, width), p + "mlp.c_fc.bias": r(4 * width),
-                   p + "mlp.c_proj.weight": r(width, 4 * width), p + "mlp.c_proj.bias": r(width)})
+        sd.update(
+            {
+                p + "ln_1.weight": r(width, base=1.0),
+                p + "ln_1.bias": r(width),
+                p + "attn.in_proj_weight": r(3 * width, width),
+                p + "attn.in_proj_bias": r(3 * width),
+                p + "attn.out_proj.weight": r(width, width),
+                p + "attn.out_proj.bias": r(width),
+                p + "ln_2.weight": r(width, base=1.0),
+                p + "ln_2.bias": r(width),
+                p + "mlp.c_fc.weight": r(4 * width, width),
+                p + "mlp.c_fc.bias": r(4 * width),
+                p + "mlp.c_proj.weight": r(width, 4 * width),
+                p + "mlp.c_proj.bias": r(width),
+            }
+        )
     return sd
 
 
@@ -305,8 +335,11 @@ def _open_clip_penultimate(sd, ids, heads):
         a = (att @ v).transpose(1, 2).reshape(n, length, w)
         x = x + F.linear(a, sd[p + "attn.out_proj.weight"], sd[p + "attn.out_proj.bias"])
         h = F.layer_norm(x, (w,), sd[p + "ln_2.weight"], sd[p + "ln_2.bias"], 1e-5)
-        h = F.linear(F.gelu(F.linear(h, sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"])),
-                     sd[p + "mlp.c_proj.weight"], sd[p + "mlp.c_proj.bias"])
+        h = F.linear(
+            F.gelu(F.linear(h, sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"])),
+            sd[p + "mlp.c_proj.weight"],
+            sd[p + "mlp.c_proj.bias"],
+        )
         x = x + h
     return F.layer_norm(x, (w,), sd["ln_final.weight"], sd["ln_final.bias"], 1e-5)
 
@@ -320,7 +353,9 @@ def test_text_converter_matches_the_open_clip_text_tower(bb):
     oc = _open_clip_text_sd(vocab=vocab)
     sd, unused = open_clip_text_to_clip(oc)
     assert sorted(unused) == ["logit_scale", "text_projection"]
-    te = CLIPTextModel(CLIPTextConfig(**clip_text_config(width=32, layers=3, heads=2, vocab_size=vocab))).eval()
+    te = CLIPTextModel(
+        CLIPTextConfig(**clip_text_config(width=32, layers=3, heads=2, vocab_size=vocab))
+    ).eval()
     missing, unexpected = te.load_state_dict(match_text_prefix(sd, te), strict=False)
     assert [k for k in missing if not k.endswith("position_ids")] == [] and unexpected == []
     model = VideoCrafter2Backbone(bb.teacher.unet, bb.vae, te, bb.tokenizer, bb.config)
@@ -329,7 +364,9 @@ def test_text_converter_matches_the_open_clip_text_tower(bb):
     want = _open_clip_penultimate(oc, model.token_ids(prompts), heads=2)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     back = clip_text_to_open_clip(sd)
-    assert back.keys() == {k for k in oc if k not in unused} and all(torch.equal(back[k], oc[k]) for k in back)
+    assert back.keys() == {k for k in oc if k not in unused} and all(
+        torch.equal(back[k], oc[k]) for k in back
+    )
     with pytest.raises(KeyError, match="ls_1"):
         open_clip_text_to_clip({**oc, "transformer.resblocks.0.ls_1.gamma": torch.zeros(32)})
 
@@ -343,9 +380,14 @@ def _official_ckpt(bb, path, extra=None):
     sd[TEXT_PREFIX + "logit_scale"] = torch.tensor(4.6052)
     ac = sd["alphas_cumprod"].double()
     prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
-    sd.update({"alphas_cumprod_prev": prev.float(), "sqrt_alphas_cumprod": ac.sqrt().float(),
-               "sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt().float(),
-               "scale_arr": torch.cat([torch.linspace(1.0, 0.7, 400), torch.full((1000,), 0.7)])})
+    sd.update(
+        {
+            "alphas_cumprod_prev": prev.float(),
+            "sqrt_alphas_cumprod": ac.sqrt().float(),
+            "sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt().float(),
+            "scale_arr": torch.cat([torch.linspace(1.0, 0.7, 400), torch.full((1000,), 0.7)]),
+        }
+    )
     sd.update(extra or {})
     path.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": sd, "epoch": 3}, path / "model.ckpt")
@@ -357,10 +399,15 @@ def _official_ckpt(bb, path, extra=None):
 def test_from_pretrained_tiny_official_checkpoint(bb, tmp_path):
     d = _official_ckpt(bb, tmp_path / "vc2")
     parts = split_checkpoint(read_state_dict(d / "model.ckpt"))
-    assert len(parts["schedule"]) == 6 and len(parts["text"]) == len(clip_text_to_open_clip(bb.text_encoder.state_dict())) + 2
+    assert (
+        len(parts["schedule"]) == 6
+        and len(parts["text"]) == len(clip_text_to_open_clip(bb.text_encoder.state_dict())) + 2
+    )
     # 0 missing / 0 unexpected for every part after the prefix handling
-    for module, sd in ((VC2UNet(VC2UNetConfig(**bb.config["unet"])), parts["unet"]),
-                       (type(bb.vae)(**bb.config["vae"]), ldm_vae_to_diffusers(parts["vae"]))):
+    for module, sd in (
+        (VC2UNet(VC2UNetConfig(**bb.config["unet"])), parts["unet"]),
+        (type(bb.vae)(**bb.config["vae"]), ldm_vae_to_diffusers(parts["vae"])),
+    ):
         assert module.load_state_dict(sd, strict=False) == ([], [])
     loaded = load_backbone("videocrafter2", str(d))
     assert isinstance(loaded, VideoCrafter2Backbone) and loaded.model_dir == str(d.resolve())
@@ -372,7 +419,9 @@ def test_from_pretrained_tiny_official_checkpoint(bb, tmp_path):
         assert torch.equal(loaded.decode_latents(z), bb.decode_latents(z))
     # the model file itself (tokenizer beside it) and the safetensors form load the same weights
     by_file = VideoCrafter2Backbone.from_pretrained(d / "model.ckpt", fps=24)
-    assert by_file.fps == 24 and torch.equal(by_file.teacher.unet.out[2].weight, bb.teacher.unet.out[2].weight)
+    assert by_file.fps == 24 and torch.equal(
+        by_file.teacher.unet.out[2].weight, bb.teacher.unet.out[2].weight
+    )
     bb.save_pretrained(tmp_path / "st")
     st = VideoCrafter2Backbone.from_pretrained(tmp_path / "st")
     with torch.no_grad():
@@ -398,14 +447,16 @@ def test_loading_errors_are_clear(bb, tmp_path):
     build_tiny_clip_tokenizer(tmp_path / "bare")
     (tmp_path / "oc").mkdir()
     with gzip.open(tmp_path / "oc" / "bpe_simple_vocab_16e6.txt.gz", "wt", encoding="utf-8") as f:
-        f.write("\n".join(["\"bpe_simple_vocab_16e6.txt#version: 0.2", *TINY_MERGES, ""]))
+        f.write("\n".join(['"bpe_simple_vocab_16e6.txt#version: 0.2', *TINY_MERGES, ""]))
     for tok in ("bare", "oc"):
         other = VideoCrafter2Backbone.from_pretrained(d, tokenizer_path=tmp_path / tok)
         assert torch.equal(other.token_ids(PROMPTS + [""]), bb.token_ids(PROMPTS + [""]))
     # a checkpoint that needs unpickling of classes: refused, naming the file
     bad = tmp_path / "pickled"
     bad.mkdir()
-    torch.save({"state_dict": bb.official_state_dict(), "hparams": argparse.Namespace(lr=1)}, bad / "model.ckpt")
+    torch.save(
+        {"state_dict": bb.official_state_dict(), "hparams": argparse.Namespace(lr=1)}, bad / "model.ckpt"
+    )
     with pytest.raises(RuntimeError) as ei:
         read_state_dict(bad / "model.ckpt")
     assert str(bad / "model.ckpt") in str(ei.value) and "weights_only=True" in str(ei.value)
@@ -430,15 +481,29 @@ def test_build_backbone_and_config(tmp_path):
     with initialize_config_dir(config_dir=str(MANIFEST.parents[3] / "conf"), version_base="1.3"):
         cfg = validate(compose(config_name="config", overrides=["model=videocrafter2", "model.path=/x"]))
     m = cfg.model
-    assert (m.family, m.fps, m.num_frames, m.height, m.width, m.tokenizer_path) == ("videocrafter2", 8, 16, 320, 512, None)
+    assert (m.family, m.fps, m.num_frames, m.height, m.width, m.tokenizer_path) == (
+        "videocrafter2",
+        8,
+        16,
+        320,
+        512,
+        None,
+    )
     with pytest.raises(FileNotFoundError, match=r"^model.path: .*/x"):
         check_paths(cfg)
-    tiny = build_backbone(ModelConfig(family="videocrafter2", fps=12, tiny=TinyModelConfig(block_out_channels=[16, 32])))
+    tiny = build_backbone(
+        ModelConfig(family="videocrafter2", fps=12, tiny=TinyModelConfig(block_out_channels=[16, 32]))
+    )
     assert isinstance(tiny, VideoCrafter2Backbone) and tiny.fps == 12 and tiny.model_dir is None
     tiny.save_pretrained(tmp_path / "t")
-    again = build_backbone(ModelConfig(family="videocrafter2", path=str(tmp_path / "t")), dtype=torch.bfloat16)
+    again = build_backbone(
+        ModelConfig(family="videocrafter2", path=str(tmp_path / "t")), dtype=torch.bfloat16
+    )
     assert again.model_dir == str((tmp_path / "t").resolve()) and again.fps == 8
-    assert next(again.teacher.parameters()).dtype == torch.bfloat16 and again.alphas_cumprod.dtype == torch.float32
+    assert (
+        next(again.teacher.parameters()).dtype == torch.bfloat16
+        and again.alphas_cumprod.dtype == torch.float32
+    )
 
 
 # ============================================================================ distillation through the Trainer
@@ -454,14 +519,29 @@ def test_tiny_distillation_through_the_trainer_then_sampling(tmp_path, monkeypat
     from t2vturbo.train.trainer import Trainer
 
     teacher_dir = _official_ckpt(tiny_backbone(seed=1), tmp_path / "teacher")
-    cfg = validate({
-        "output_dir": str(tmp_path / "run"),
-        "model": {"family": "videocrafter2", "path": str(teacher_dir), "num_frames": NF, "height": S, "width": S},
-        "data": {"kind": "toy", "num_samples": 2},
-        "objective": {"target": "student"},
-        "train": {"max_steps": 10, "micro_batch_size": 2, "lr": 1e-3, "log_every": 1, "progress": False,
-                  "ckpt_every": 0, "eval_every": 0},
-    })
+    cfg = validate(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "model": {
+                "family": "videocrafter2",
+                "path": str(teacher_dir),
+                "num_frames": NF,
+                "height": S,
+                "width": S,
+            },
+            "data": {"kind": "toy", "num_samples": 2},
+            "objective": {"target": "student"},
+            "train": {
+                "max_steps": 10,
+                "micro_batch_size": 2,
+                "lr": 1e-3,
+                "log_every": 1,
+                "progress": False,
+                "ckpt_every": 0,
+                "eval_every": 0,
+            },
+        }
+    )
     monkeypatch.setattr(DataFeed, "positions", lambda self, micro: [0, 1])
     trainer = Trainer(cfg)
     assert isinstance(trainer.bb, VideoCrafter2Backbone)

@@ -46,14 +46,25 @@ def _pipe(bb, cls_name="WanPipeline"):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     cls = getattr(diffusers, cls_name)
-    return cls(tokenizer=bb.tokenizer, text_encoder=bb.text_encoder, vae=bb.vae, transformer=bb.teacher.transformer,
-               scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=bb.flow_shift))
+    return cls(
+        tokenizer=bb.tokenizer,
+        text_encoder=bb.text_encoder,
+        vae=bb.vae,
+        transformer=bb.teacher.transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=bb.flow_shift),
+    )
 
 
 # ---- folder layout, loading, errors -----------------------------------------------------------
 def test_folder_layout_and_round_trip(wan_dir, bb):
-    for sub in ("transformer/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer",
-                "scheduler/scheduler_config.json", "model_index.json"):
+    for sub in (
+        "transformer/config.json",
+        "vae/config.json",
+        "text_encoder/config.json",
+        "tokenizer",
+        "scheduler/scheduler_config.json",
+        "model_index.json",
+    ):
         assert (wan_dir / sub).exists(), sub
     sc = json.loads((wan_dir / "scheduler" / "scheduler_config.json").read_text())
     assert sc["_class_name"] == "UniPCMultistepScheduler" and sc["prediction_type"] == "flow_prediction"
@@ -96,13 +107,15 @@ def test_missing_or_incomplete_folder_errors(wan_dir, tmp_path):
 # ---- text, latents ----------------------------------------------------------------------------
 def test_text_encoding_equals_wan_pipeline(bb):
     pipe = _pipe(bb)
-    pe, ne = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=True, max_sequence_length=512, device="cpu")
+    pe, ne = pipe.encode_prompt(
+        PROMPTS, do_classifier_free_guidance=True, max_sequence_length=512, device="cpu"
+    )
     cond = bb.encode_text(PROMPTS)
     assert cond.shape == (B, 512, 32)
     torch.testing.assert_close(cond, pe, atol=0, rtol=0)
     torch.testing.assert_close(bb.null_cond(B), ne, atol=0, rtol=0)
     n_tok = bb.tokenizer(PROMPTS[0]).input_ids
-    assert cond[0, len(n_tok):].abs().max() == 0 and cond[0, : len(n_tok)].abs().min() > 0
+    assert cond[0, len(n_tok) :].abs().max() == 0 and cond[0, : len(n_tok)].abs().min() > 0
 
 
 def test_encode_decode_shapes_and_normalisation(bb):
@@ -115,8 +128,18 @@ def test_encode_decode_shapes_and_normalisation(bb):
     pipe.scheduler.set_timesteps(10)
     t = pipe.scheduler.timesteps[3:4]
     sigma = float(pipe.scheduler.sigmas[3])
-    ref = pipe.prepare_latents(video.permute(0, 2, 1, 3, 4), B, 4, S, S, torch.float32, "cpu",
-                               torch.Generator().manual_seed(7), None, t.repeat(B))
+    ref = pipe.prepare_latents(
+        video.permute(0, 2, 1, 3, 4),
+        B,
+        4,
+        S,
+        S,
+        torch.float32,
+        "cpu",
+        torch.Generator().manual_seed(7),
+        None,
+        t.repeat(B),
+    )
     noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close((1 - sigma) * z + sigma * noise, ref, atol=1e-5, rtol=0)
     # decoding: z * std + mean through the VAE, [B, F, 3, H, W] in [-1, 1], differentiable
@@ -160,11 +183,19 @@ def test_teacher_sampling_equals_wan_pipeline_with_euler(bb):
     """sample_teacher (dispatched to Euler + CFG on v) == WanPipeline with FlowMatchEulerDiscreteScheduler:
     LCM w = 3 is the pipeline's guidance_scale 4; same initial latents, latents and decoded frames."""
     pipe = _pipe(bb)
-    ours = sample_teacher(bb, PROMPTS[:1], steps=6, guidance=3.0, num_frames=NF, height=S, width=S, seed=0,
-                          decode=False)
+    ours = sample_teacher(
+        bb, PROMPTS[:1], steps=6, guidance=3.0, num_frames=NF, height=S, width=S, seed=0, decode=False
+    )
     lat = torch.randn((1, *bb.latent_shape(NF, S, S)), generator=torch.Generator().manual_seed(0))
-    kw = dict(prompt=PROMPTS[0], height=S, width=S, num_frames=NF, num_inference_steps=6, guidance_scale=4.0,
-              latents=lat)
+    kw = dict(
+        prompt=PROMPTS[0],
+        height=S,
+        width=S,
+        num_frames=NF,
+        num_inference_steps=6,
+        guidance_scale=4.0,
+        latents=lat,
+    )
     ref = pipe(**kw, output_type="latent").frames
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     video = sample_teacher(bb, PROMPTS[:1], steps=6, guidance=3.0, num_frames=NF, height=S, width=S, seed=0)
@@ -176,25 +207,44 @@ def test_teacher_sampling_equals_wan_pipeline_with_euler(bb):
 def test_student_sampling_shapes(bb):
     student = bb.make_student().eval()
     for steps in (1, 4):
-        v = sample_student(bb, student, PROMPTS, steps=steps, num_ddim_timesteps=200, guidance=7.5,
-                           num_frames=NF, height=S, width=S, seed=0)
+        v = sample_student(
+            bb,
+            student,
+            PROMPTS,
+            steps=steps,
+            num_ddim_timesteps=200,
+            guidance=7.5,
+            num_frames=NF,
+            height=S,
+            width=S,
+            seed=0,
+        )
         assert v.shape == (B, NF, 3, S, S) and torch.isfinite(v).all()
     z = sample_student(bb, student, PROMPTS, steps=4, num_frames=NF, height=S, width=S, seed=3, decode=False)
     assert z.shape == (B, *bb.latent_shape(NF, S, S))
-    assert torch.equal(z, sample_student(bb, student, PROMPTS, steps=4, num_frames=NF, height=S, width=S, seed=3,
-                                         decode=False))
+    assert torch.equal(
+        z,
+        sample_student(bb, student, PROMPTS, steps=4, num_frames=NF, height=S, width=S, seed=3, decode=False),
+    )
 
 
 # ---- distillation through the real trainer -----------------------------------------------------
 def _cfg(wan_dir, out, **over):
     cfg = {
-        "output_dir": str(out), "seed": 0,
+        "output_dir": str(out),
+        "seed": 0,
         "model": {"family": "wan", "path": str(wan_dir), "num_frames": NF, "height": S, "width": S},
         "data": {"kind": "toy", "num_samples": 64},
         # target=student: the official T2V-Turbo default (no EMA); an EMA 0.95 target lags a fast tiny student
         "objective": {"target": "student"},
-        "train": {"max_steps": 10, "micro_batch_size": 2, "lr": 1e-3, "log_every": 1, "progress": False,
-                  "ckpt_every": 0},
+        "train": {
+            "max_steps": 10,
+            "micro_batch_size": 2,
+            "lr": 1e-3,
+            "log_every": 1,
+            "progress": False,
+            "ckpt_every": 0,
+        },
     }
     for k, v in over.items():
         cfg[k] = {**cfg.get(k, {}), **v}
@@ -230,8 +280,16 @@ def test_tiny_distillation_lowers_the_loss_and_exports(wan_dir, tmp_path):
     # the export samples through t2vturbo.sample (load_backbone("wan") + the flow consistency sampler)
     bb2, net, meta = load_student(tmp_path / "run" / "export")
     assert meta["family"] == "wan" and meta["prediction_type"] == "flow" and isinstance(bb2, WanBackbone)
-    video = sample_student(bb2, net, PROMPTS, steps=4, num_ddim_timesteps=meta["num_ddim_timesteps"],
-                           num_frames=NF, height=S, width=S)
+    video = sample_student(
+        bb2,
+        net,
+        PROMPTS,
+        steps=4,
+        num_ddim_timesteps=meta["num_ddim_timesteps"],
+        num_frames=NF,
+        height=S,
+        width=S,
+    )
     assert video.shape == (B, NF, 3, S, S) and torch.isfinite(video).all()
 
 
@@ -247,15 +305,23 @@ def test_video_reward_on_the_whole_clip_trains_and_subset_decodes_are_refused(wa
     checkpointed decode); image rewards / strided video frames (a subset of latent frames) are refused."""
     from t2vturbo.train.trainer import Trainer
 
-    t = Trainer(_cfg(wan_dir, tmp_path / "rw", reward={"weights": {"toy_motion": 1.0}, "video_frames": None},
-                     train={"max_steps": 2, "export": False}))
+    t = Trainer(
+        _cfg(
+            wan_dir,
+            tmp_path / "rw",
+            reward={"weights": {"toy_motion": 1.0}, "video_frames": None},
+            train={"max_steps": 2, "export": False},
+        )
+    )
     assert t.train() == 2
     rows = [json.loads(ln) for ln in (tmp_path / "rw" / "metrics.jsonl").read_text().splitlines()]
     assert all("reward/toy_motion" in r for r in rows if "loss_cd" in r)
     with pytest.raises(ConfigError, match="reward.video_frames=null"):
         Trainer(_cfg(wan_dir, tmp_path / "img", reward={"weights": {"toy_color": 1.0}}))
     with pytest.raises(ConfigError, match="latent frames"):
-        Trainer(_cfg(wan_dir, tmp_path / "strided", reward={"weights": {"toy_motion": 1.0}, "video_frames": 2}))
+        Trainer(
+            _cfg(wan_dir, tmp_path / "strided", reward={"weights": {"toy_motion": 1.0}, "video_frames": 2})
+        )
 
 
 def test_bf16_with_gradient_checkpointing_trains_and_validates(wan_dir, tmp_path):
@@ -263,9 +329,20 @@ def test_bf16_with_gradient_checkpointing_trains_and_validates(wan_dir, tmp_path
     scale_shift_table in float32), the VAE stays float32; validation sampling runs on the mixed-dtype student."""
     from t2vturbo.train.trainer import Trainer
 
-    t = Trainer(_cfg(wan_dir, tmp_path / "bf16", train={"max_steps": 1, "precision": "bf16", "export": False,
-                                                         "gradient_checkpointing": True, "eval_every": 1,
-                                                         "eval_steps": [2]}))
+    t = Trainer(
+        _cfg(
+            wan_dir,
+            tmp_path / "bf16",
+            train={
+                "max_steps": 1,
+                "precision": "bf16",
+                "export": False,
+                "gradient_checkpointing": True,
+                "eval_every": 1,
+                "eval_steps": [2],
+            },
+        )
+    )
     tr = t.bb.teacher.transformer
     assert tr.patch_embedding.weight.dtype == torch.bfloat16 and tr.scale_shift_table.dtype == torch.float32
     assert t.bb.vae.dtype == torch.float32 and t.bb.text_encoder.dtype == torch.bfloat16

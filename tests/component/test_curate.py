@@ -229,7 +229,11 @@ class Calls:
 
 def snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
     """mtime + bytes of every stage file and shard."""
-    files = sorted(out.glob("*.tar")) + sorted((out / "_work").rglob("*.jsonl")) + sorted((out / "_work").rglob("*.done"))
+    files = (
+        sorted(out.glob("*.tar"))
+        + sorted((out / "_work").rglob("*.jsonl"))
+        + sorted((out / "_work").rglob("*.done"))
+    )
     return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
 
 
@@ -287,10 +291,17 @@ def test_list_inputs_captions_and_chunks(tmp_path):
     (tmp_path / "sub" / "c.json").write_text(json.dumps({"caption": "from json"}))
     got = list_inputs(tmp_path)
     assert [Path(v.path).relative_to(tmp_path).as_posix() for v in got] == ["a.MOV", "b.mp4", "sub/c.webm"]
-    assert [(v.caption, v.caption_source) for v in got] == [("from txt", "txt"), (None, None), ("from json", "json")]
+    assert [(v.caption, v.caption_source) for v in got] == [
+        ("from txt", "txt"),
+        (None, None),
+        ("from json", "json"),
+    ]
 
     (tmp_path / "list.jsonl").write_text(
-        json.dumps({"path": "b.mp4", "caption": "from list"}) + "\n\n" + json.dumps({"path": str(tmp_path / "a.MOV")}) + "\n"
+        json.dumps({"path": "b.mp4", "caption": "from list"})
+        + "\n\n"
+        + json.dumps({"path": str(tmp_path / "a.MOV")})
+        + "\n"
     )
     got = list_inputs(tmp_path / "list.jsonl")
     assert [(Path(v.path).name, v.caption, v.caption_source) for v in got] == [
@@ -317,7 +328,13 @@ def test_split_scene_bounds():
 
 
 def test_filters_and_dedup_order():
-    t = {"min_motion": 1.0, "max_motion": 50.0, "max_text_area": 0.02, "min_aesthetic": 4.5, "min_clip_similarity": 0.2}
+    t = {
+        "min_motion": 1.0,
+        "max_motion": 50.0,
+        "max_text_area": 0.02,
+        "min_aesthetic": 4.5,
+        "min_clip_similarity": 0.2,
+    }
     good = {"motion": 5.0, "text_area": 0.0, "aesthetic": 5.0, "clip_similarity": 0.3}
     assert scores_mod.apply_filters(good, t) == []
     for key, bad, reason in (
@@ -327,7 +344,10 @@ def test_filters_and_dedup_order():
         assert [r for r, _ in scores_mod.apply_filters(good | {key: bad}, t)] == [reason]
     assert scores_mod.apply_filters({"motion": 0.0}, dict.fromkeys(t)) == []  # null = off
     assert scores_mod.apply_filters({}, t) == []  # absent scores pass
-    assert [r for r, _ in scores_mod.apply_filters({"motion": 0.0, "text_area": 1.0}, t)] == ["low motion", "text"]
+    assert [r for r, _ in scores_mod.apply_filters({"motion": 0.0, "text_area": 1.0}, t)] == [
+        "low motion",
+        "text",
+    ]
 
     # keep the highest-scored member of a near-duplicate group
     order = scores_mod.dedup_order(["a", "b", "c", "d"], {"a": 1.0, "b": 3.0, "c": None, "d": 3.0})
@@ -356,7 +376,9 @@ def test_scene_cut_two_segments(world):
     assert [(c["start_frame"], c["end_frame"]) for c in sc[A]["clips"]] == [(0, 20), (20, 40)]
     # long scene split into 2.5 s clips, remainder and the short video dropped with their reason
     assert [(c["start_frame"], c["end_frame"]) for c in sc[HL]["clips"]] == [(0, 25), (25, 50)]
-    assert [(d["start_frame"], d["end_frame"], d["reason"]) for d in sc[HL]["dropped"]] == [(50, 55, "too short")]
+    assert [(d["start_frame"], d["end_frame"], d["reason"]) for d in sc[HL]["dropped"]] == [
+        (50, 55, "too short")
+    ]
     assert sc[G]["kept"] is False and sc[G]["dropped"][0]["reason"] == "too short"
     metas = {}
     for s in sorted(world["out"].glob("*.tar")):
@@ -437,8 +459,12 @@ def test_missing_or_bad_weights_give_clear_errors(world, tmp_path):
     base = world["overrides"][:3]
     with pytest.raises(ConfigError, match=r"models\.clip=.*nowhere.*no such directory.*CLIPModel"):
         load_config(base + [f"models.clip={tmp_path / 'nowhere'}"])
-    with pytest.raises(ConfigError, match=r"models\.aesthetic=.*missing\.pth.*no such file.*layers\.\{0,2,4,6,7\}"):
-        load_config(base + [f"models.clip={world['root'] / 'clip'}", f"models.aesthetic={tmp_path / 'missing.pth'}"])
+    with pytest.raises(
+        ConfigError, match=r"models\.aesthetic=.*missing\.pth.*no such file.*layers\.\{0,2,4,6,7\}"
+    ):
+        load_config(
+            base + [f"models.clip={world['root'] / 'clip'}", f"models.aesthetic={tmp_path / 'missing.pth'}"]
+        )
     with pytest.raises(ConfigError, match=r"models\.captioner=.*no config\.json.*image-to-text"):
         load_config(base + [f"models.captioner={tmp_path}"])
     with pytest.raises(ConfigError, match="models.aesthetic needs models.clip"):
@@ -459,7 +485,11 @@ def test_captioning_model_captions_uncaptioned_clip(world):
     cap = records(world["work"], "caption")
     cid = f"{F}_0000"
     assert cap[cid]["caption_source"] == "model" and cap[cid]["kept"] is True
-    assert cap[f"{A}_0000"] == {**cap[f"{A}_0000"], "caption": "a red then a blue texture", "caption_source": "txt"}
+    assert cap[f"{A}_0000"] == {
+        **cap[f"{A}_0000"],
+        "caption": "a red then a blue texture",
+        "caption_source": "txt",
+    }
     assert f"{B}_0000" not in cap  # filtered out before captioning
     # the same caption from the test's own call of the tiny BLIP on the clip's middle frame
     d = str(world["root"] / "blip")
@@ -491,7 +521,9 @@ def test_shards_read_back_by_clipstream(world):
         assert tuple(it["video"].shape) == (4, 3, 32, 32)
         m = it["meta"]
         assert (m["width"], m["height"], m["fps"]) == (64, 32, FPS)  # short side 64 -> 32
-        assert set(m["scores"]) == {"motion", "text_area", "aesthetic"} | ({"clip_similarity"} if m["caption_source"] != "model" else set())
+        assert set(m["scores"]) == {"motion", "text_area", "aesthetic"} | (
+            {"clip_similarity"} if m["caption_source"] != "model" else set()
+        )
         assert m["source"].endswith(".mp4") and m["end"] > m["start"]
 
 
@@ -502,7 +534,9 @@ def test_summary_counts_are_exact(world, capsys):
     table = pipeline_mod.format_summary(EXPECTED_SUMMARY)
     assert "filter   clip    9     7  low motion: 1, text: 1" in table
     calls = world["first_calls"]
-    assert calls["probe"] == 8 and calls["detect_scenes"] == 8 and calls["motion"] == 9 and calls["encoder"] == 6
+    assert (
+        calls["probe"] == 8 and calls["detect_scenes"] == 8 and calls["motion"] == 9 and calls["encoder"] == 6
+    )
 
 
 def test_config_errors_name_the_key(world, tmp_path):
@@ -553,7 +587,9 @@ def test_cli_multirun_chunks_from_a_list_file(world, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "data_recipes.curate", "-m", "chunk.index=0,1", "chunk.count=2",
            f"input={lst}", f"output={out}", "curate_recipe=toy", "progress=false", "hydra/launcher=local"]  # fmt: skip
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "all 2 chunk(s) done" in r.stdout
     for i in (0, 1):
@@ -620,6 +656,15 @@ def test_restart_recomputes_nothing_then_resumes_and_reruns_changed_stages(world
     other = min(aes, key=aes.get)
     assert dd[best]["kept"] is True and dd[other]["duplicate_of"] == best
     rows = {r["stage"]: r for r in s3["stages"]}
-    assert rows["caption"] == {"stage": "caption", "unit": "clip", "in": 6, "kept": 5, "dropped": {"no caption": 1}}
-    assert rows["shards"]["kept"] == 5 and s3["shards"] == ["clips-00000-000000.tar", "clips-00000-000001.tar"]
+    assert rows["caption"] == {
+        "stage": "caption",
+        "unit": "clip",
+        "in": 6,
+        "kept": 5,
+        "dropped": {"no caption": 1},
+    }
+    assert rows["shards"]["kept"] == 5 and s3["shards"] == [
+        "clips-00000-000000.tar",
+        "clips-00000-000001.tar",
+    ]
     assert len(list(ClipStream([str(out / s) for s in s3["shards"]], num_frames=4, size=32))) == 5

@@ -50,8 +50,9 @@ PROMPTS = ['a red circle moving "left"', "AC/DC: a blue square's path up"]
 def teacher_dir(tmp_path_factory):
     from t2vturbo.backbones.unet3d import write_tiny_model_dir
 
-    return write_tiny_model_dir(tmp_path_factory.mktemp("vb_teacher"), vae="pixel_unshuffle",
-                                block_out_channels=(16, 32))
+    return write_tiny_model_dir(
+        tmp_path_factory.mktemp("vb_teacher"), vae="pixel_unshuffle", block_out_channels=(16, 32)
+    )
 
 
 def _vbench_prompt_from_filename(name: str) -> str:
@@ -67,7 +68,10 @@ def _vbench_prompt_from_filename(name: str) -> str:
     "prompt, stem",
     [
         ("A 3D model of a 1800s victorian house.", "A 3D model of a 1800s victorian house."),
-        ("Cinematic shot of Van Gogh's selfie, Van Gogh style", "Cinematic shot of Van Gogh's selfie, Van Gogh style"),
+        (
+            "Cinematic shot of Van Gogh's selfie, Van Gogh style",
+            "Cinematic shot of Van Gogh's selfie, Van Gogh style",
+        ),
         ('a "quoted" word', 'a "quoted" word'),
         ("rock-carved façades", "rock-carved façades"),
         ("  padded prompt \t", "padded prompt"),
@@ -114,8 +118,14 @@ def test_counts_seeds_and_collisions(tmp_path):
     assert len(jobs) == 30
     assert [j.global_index for j in jobs] == list(range(30))
     assert all(j.seed == 1000 + j.global_index for j in jobs)
-    assert [(j.prompt, j.index) for j in jobs[:6]] == [("a cat", 0), ("a cat", 1), ("a dog", 0), ("a dog", 1),
-                                                        ("a dog", 2), (flick, 0)]
+    assert [(j.prompt, j.index) for j in jobs[:6]] == [
+        ("a cat", 0),
+        ("a cat", 1),
+        ("a dog", 0),
+        ("a dog", 1),
+        ("a dog", 2),
+        (flick, 0),
+    ]
     with pytest.raises(ValueError, match="same file name"):
         plan_jobs({"a/b": 1, "a_b": 1})
 
@@ -148,9 +158,31 @@ def test_constants_match_shared_json():
 
 
 def _gen_args(prompts_file, teacher_dir, out, *extra):
-    return ["--prompts", str(prompts_file), "--samples", "2", "--teacher", "--checkpoint", str(teacher_dir),
-            "--steps", "2", "--num-frames", str(F), "--height", str(H), "--width", str(W), "--seed-base", "100",
-            "--out", str(out), "--device", "cpu", "--no-progress", *extra]
+    return [
+        "--prompts",
+        str(prompts_file),
+        "--samples",
+        "2",
+        "--teacher",
+        "--checkpoint",
+        str(teacher_dir),
+        "--steps",
+        "2",
+        "--num-frames",
+        str(F),
+        "--height",
+        str(H),
+        "--width",
+        str(W),
+        "--seed-base",
+        "100",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_teacher_generation_resume_and_validation(tmp_path, teacher_dir, capsys):
@@ -178,7 +210,14 @@ def test_teacher_generation_resume_and_validation(tmp_path, teacher_dir, capsys)
     assert all(v["status"] == "generated" for v in man["videos"])
     s = man["settings"]
     assert (s["who"], s["steps"], s["guidance"], s["num_frames"], s["height"], s["width"], s["fps"]) == (
-        "teacher", 2, 7.5, F, H, W, 8.0)
+        "teacher",
+        2,
+        7.5,
+        F,
+        H,
+        W,
+        8.0,
+    )
     assert man["seed_base"] == 100 and "seed_base + global_index" in man["seed_rule"]
     assert man["command"][-12:] == _gen_args(pf, teacher_dir, out)[-12:]
     assert man["validation"]["ok"] is True
@@ -188,9 +227,13 @@ def test_teacher_generation_resume_and_validation(tmp_path, teacher_dir, capsys)
     # the recorded seed is the one used: re-sample video 3 (seed 103) alone and compare
     bb = load_backbone("unet3d", str(teacher_dir))
     bb.teacher.eval()
-    ref = sample_teacher(bb, [PROMPTS[1]], steps=2, guidance=7.5, num_frames=F, height=H, width=W, seed=103)[0]
+    ref = sample_teacher(bb, [PROMPTS[1]], steps=2, guidance=7.5, num_frames=F, height=H, width=W, seed=103)[
+        0
+    ]
     ref_u8 = np.rint((ref.clamp(-1, 1).permute(0, 2, 3, 1).numpy() + 1) * 127.5)
-    assert np.abs(read_video(vdir / names[3]).astype(float) - ref_u8).max() <= 3  # lossless up to YUV round-off
+    assert (
+        np.abs(read_video(vdir / names[3]).astype(float) - ref_u8).max() <= 3
+    )  # lossless up to YUV round-off
 
     # resume: existing files are kept untouched, a missing one and a truncated one are regenerated
     before = {n: (vdir / n).stat().st_mtime_ns for n in names}
@@ -224,12 +267,21 @@ def test_teacher_generation_resume_and_validation(tmp_path, teacher_dir, capsys)
     assert sorted(rep.missing) == sorted([names[0], names[1]])
     assert [n for n, _ in rep.unreadable] == [names[3]]
     unexpected = dict(rep.unexpected)
-    assert set(unexpected) == {"a red circle moving left-0.mp4", f"{sanitize_prompt(PROMPTS[1])}-2.mp4", "notes.txt"}
+    assert set(unexpected) == {
+        "a red circle moving left-0.mp4",
+        f"{sanitize_prompt(PROMPTS[1])}-2.mp4",
+        "notes.txt",
+    }
     assert "prompt not in the prompt list" in unexpected["a red circle moving left-0.mp4"]
     assert "index 2" in unexpected[f"{sanitize_prompt(PROMPTS[1])}-2.mp4"]
     assert rep.found == {PROMPTS[0]: 0, PROMPTS[1]: 1}
     text = rep.format()
-    assert "RESULT: FAILED" in text and "missing (2)" in text and "unreadable (1)" in text and "unexpected (3)" in text
+    assert (
+        "RESULT: FAILED" in text
+        and "missing (2)" in text
+        and "unreadable (1)" in text
+        and "unexpected (3)" in text
+    )
 
     # --validate-only, with the manifest as the plan (no --prompts), and with --no-decode
     capsys.readouterr()
@@ -249,7 +301,16 @@ def test_validate_only_ok_and_missing_folder(tmp_path):
         write_video(vdir / video_filename("a cat", i), clip)
     pf = tmp_path / "p.txt"
     pf.write_text("a cat\n")
-    args = ["--validate-only", "--prompts", str(pf), "--samples", "2", "--out", str(tmp_path / "out"), "--no-progress"]
+    args = [
+        "--validate-only",
+        "--prompts",
+        str(pf),
+        "--samples",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert main([*args[:-1], "--num-frames", "5", "--no-progress"]) == 1  # wrong frame count
     rep = validate_layout(tmp_path / "nowhere", {"a cat": 2})
@@ -268,14 +329,43 @@ def test_student_generation(tmp_path, teacher_dir):
     export = tmp_path / "run" / "export"
     export.mkdir(parents=True)
     save_file({k: v.contiguous().float() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
-    meta = {"family": "unet3d", "teacher_path": str(Path(teacher_dir).resolve()), "num_ddim_timesteps": 50,
-            "sigma_data": 0.5, "timestep_scaling": 10.0, "num_frames": F, "height": H, "width": W, "guidance": 6.0}
+    meta = {
+        "family": "unet3d",
+        "teacher_path": str(Path(teacher_dir).resolve()),
+        "num_ddim_timesteps": 50,
+        "sigma_data": 0.5,
+        "timestep_scaling": 10.0,
+        "num_frames": F,
+        "height": H,
+        "width": W,
+        "guidance": 6.0,
+    }
     (export / STUDENT_META).write_text(json.dumps(meta))
     pf = tmp_path / "p.txt"
     pf.write_text("a green triangle\n")
     out = tmp_path / "out"
-    assert main(["--prompts", str(pf), "--samples", "1", "--checkpoint", str(tmp_path / "run"), "--steps", "1",
-                 "--out", str(out), "--device", "cpu", "--no-progress", "--seed-base", "7"]) == 0
+    assert (
+        main(
+            [
+                "--prompts",
+                str(pf),
+                "--samples",
+                "1",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--steps",
+                "1",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--seed-base",
+                "7",
+            ]
+        )
+        == 0
+    )
     man = json.loads((out / MANIFEST_NAME).read_text())
     assert man["settings"]["who"] == "student" and man["settings"]["guidance"] == 6.0
     assert man["settings"]["num_ddim_timesteps"] == 50 and man["videos"][0]["seed"] == 7
@@ -295,12 +385,16 @@ def test_reference_rows_total_from_quality_and_semantic(name):
 @pytest.mark.skipif(not (SHARED / "score_constants.json").exists(), reason="shared VBench data not present")
 def test_shared_reference_rows_total():
     for row in json.loads((SHARED / "score_constants.json").read_text())["reference_rows"].values():
-        assert score_table.total_score(row["quality"], row["semantic"]) == pytest.approx(row["total"], abs=0.0101)
+        assert score_table.total_score(row["quality"], row["semantic"]) == pytest.approx(
+            row["total"], abs=0.0101
+        )
 
 
 def _vbench_json(values: dict[str, float]) -> dict:
     """VBench's result format: {dimension_with_underscores: [score, per-video list]}."""
-    return {d.replace(" ", "_"): [v, [{"video_path": "x-0.mp4", "video_results": v}]] for d, v in values.items()}
+    return {
+        d.replace(" ", "_"): [v, [{"video_path": "x-0.mp4", "video_results": v}]] for d, v in values.items()
+    }
 
 
 def test_score_table_known_outcome(tmp_path, capsys):

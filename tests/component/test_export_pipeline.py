@@ -22,8 +22,9 @@ W, ETA = 4.5, 0.05
 def student_export(tmp_path_factory):
     """A tiny (AutoencoderKL) teacher and a student export whose w/eta embeddings are non-zero."""
     root = tmp_path_factory.mktemp("pipe")
-    teacher = write_tiny_model_dir(root / "teacher", vae="autoencoder_kl", block_out_channels=(16, 32),
-                                   prediction_type="epsilon")
+    teacher = write_tiny_model_dir(
+        root / "teacher", vae="autoencoder_kl", block_out_channels=(16, 32), prediction_type="epsilon"
+    )
     bb = UNet3DBackbone.from_pretrained(teacher)
     net = bb.make_student()
     g = torch.Generator().manual_seed(0)
@@ -33,9 +34,20 @@ def student_export(tmp_path_factory):
     export = root / "export"
     export.mkdir()
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
-    meta = {"family": "unet3d", "teacher_path": str(teacher), "prediction_type": "epsilon", "num_ddim_timesteps": 200,
-            "sigma_data": 0.5, "timestep_scaling": 10.0, "num_frames": 4, "height": 16, "width": 16,
-            "guidance": W, "eta": ETA, "step": 7}
+    meta = {
+        "family": "unet3d",
+        "teacher_path": str(teacher),
+        "prediction_type": "epsilon",
+        "num_ddim_timesteps": 200,
+        "sigma_data": 0.5,
+        "timestep_scaling": 10.0,
+        "num_frames": 4,
+        "height": 16,
+        "width": 16,
+        "guidance": W,
+        "eta": ETA,
+        "step": 7,
+    }
     (export / STUDENT_META).write_text(json.dumps(meta))
     return bb, net, export
 
@@ -64,21 +76,40 @@ def test_diffusers_pipeline_samples_like_our_sampler(student_export, tmp_path):
     pipe = DiffusionPipeline.from_pretrained(out)
     assert isinstance(pipe, TextToVideoSDPipeline) and isinstance(pipe.scheduler, LCMScheduler)
     pipe.scheduler.set_timesteps(4)
-    assert pipe.scheduler.timesteps.tolist() == lcm_sampling_timesteps(4, 200, 1000).tolist() == [999, 749, 499, 249]
+    assert (
+        pipe.scheduler.timesteps.tolist()
+        == lcm_sampling_timesteps(4, 200, 1000).tolist()
+        == [999, 749, 499, 249]
+    )
     prompts = ["a red circle moving left"]
     shape = (1, 4, 4, 8, 8)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(2))
-    res = pipe(prompts, num_inference_steps=4, guidance_scale=1.0, latents=latents.clone(), num_frames=4,
-               height=16, width=16, output_type="latent", generator=torch.Generator().manual_seed(3)).frames
+    res = pipe(
+        prompts,
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        latents=latents.clone(),
+        num_frames=4,
+        height=16,
+        width=16,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(3),
+    ).frames
     # the pipeline's scheduler draws its re-noising noise per frame ([B*F, C, h, w]) from the generator
     g = torch.Generator().manual_seed(3)
     renoise = torch.stack([torch.randn((4, 4, 8, 8), generator=g) for _ in range(3)])  # [K-1, B*F, C, h, w]
     renoise = renoise.reshape(3, 1, 4, 4, 8, 8).permute(1, 0, 3, 2, 4, 5)  # -> [B, K-1, C, F, h, w]
     cond = bb.encode_text(prompts)
     with torch.no_grad():
-        ours = consistency_sample(lambda z, t: net(z, t, cond, torch.full((1,), W), torch.full((1,), ETA)), shape,
-                                  lcm_sampling_timesteps(4, 200, 1000), bb.alphas_cumprod, "epsilon", noise=latents,
-                                  renoise=renoise)
+        ours = consistency_sample(
+            lambda z, t: net(z, t, cond, torch.full((1,), W), torch.full((1,), ETA)),
+            shape,
+            lcm_sampling_timesteps(4, 200, 1000),
+            bb.alphas_cumprod,
+            "epsilon",
+            noise=latents,
+            renoise=renoise,
+        )
     torch.testing.assert_close(torch.as_tensor(res), ours, atol=1e-4, rtol=1e-4)
     rec = json.loads((out / "t2vturbo_pipeline.json").read_text())
     assert rec["guidance_folded"] == W and rec["eta_folded"] == ETA and rec["guidance_scale"] == 1.0
@@ -101,12 +132,30 @@ def test_trainer_export_writes_the_pipeline(student_export, tmp_path):
 
     _, _, export = student_export
     teacher = json.loads((export / STUDENT_META).read_text())["teacher_path"]
-    cfg = validate({"output_dir": str(tmp_path / "run"),
-                    "model": {"path": teacher, "num_frames": 4, "height": 16, "width": 16},
-                    "train": {"max_steps": 2, "micro_batch_size": 2, "log_every": 1, "progress": False,
-                              "eval_every": 0, "ckpt_every": 0}})
+    cfg = validate(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "model": {"path": teacher, "num_frames": 4, "height": 16, "width": 16},
+            "train": {
+                "max_steps": 2,
+                "micro_batch_size": 2,
+                "log_every": 1,
+                "progress": False,
+                "eval_every": 0,
+                "ckpt_every": 0,
+            },
+        }
+    )
     Trainer(cfg).train()
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "run" / "export" / "diffusers")
-    video = pipe(["a red circle moving left"], num_inference_steps=4, guidance_scale=1.0, num_frames=4, height=16,
-                 width=16, output_type="pt", generator=torch.Generator().manual_seed(0)).frames
+    video = pipe(
+        ["a red circle moving left"],
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        num_frames=4,
+        height=16,
+        width=16,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).frames
     assert tuple(video.shape) == (1, 4, 3, 16, 16)

@@ -29,7 +29,9 @@ def tiny(tiny_dirs):
 def _teacher(bb, steps=2):
     from t2vturbo.sample import sample_teacher
 
-    return lambda ps, w, seed: sample_teacher(bb, ps, steps=steps, guidance=w, seed=seed, decode=False, **SIZE)
+    return lambda ps, w, seed: sample_teacher(
+        bb, ps, steps=steps, guidance=w, seed=seed, decode=False, **SIZE
+    )
 
 
 def test_reference_against_itself_is_the_identity(tiny):

@@ -50,7 +50,9 @@ def test_lora_presets_on_every_backbone(make, preset):
     add_lora(student.base, 4, 4, [preset])
     mark_trainable(student, True)
     trainable = [n for n, p in student.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n or n.split(".")[0] in ("w_proj", "eta_proj", "fuse") for n in trainable)
+    assert trainable and all(
+        "lora_" in n or n.split(".")[0] in ("w_proj", "eta_proj", "fuse") for n in trainable
+    )
     assert sum("lora_" in n for n in trainable) == 2 * len(names)  # A and B per wrapped layer
     with torch.no_grad():
         torch.testing.assert_close(student(z, t, cond, torch.tensor([4.0]), torch.tensor([0.0])), before)
@@ -61,8 +63,9 @@ def test_lora_presets_on_every_backbone(make, preset):
         assert not torch.allclose(adapted, before)
         merge_lora(student.base)
         assert not any("lora_" in n for n, _ in student.named_parameters())
-        torch.testing.assert_close(student(z, t, cond, torch.tensor([4.0]), torch.tensor([0.0])), adapted,
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            student(z, t, cond, torch.tensor([4.0]), torch.tensor([0.0])), adapted, atol=1e-5, rtol=1e-4
+        )
 
 
 def test_unknown_targets_fail_clearly():
@@ -76,4 +79,7 @@ def test_consistency_target_defaults_to_the_student_for_lora_and_the_ema_otherwi
 
     assert validate({}).objective.target == "ema"
     assert validate({"model": {"lora": {"enabled": True}}}).objective.target == "student"
-    assert validate({"model": {"lora": {"enabled": True}}, "objective": {"target": "ema"}}).objective.target == "ema"
+    assert (
+        validate({"model": {"lora": {"enabled": True}}, "objective": {"target": "ema"}}).objective.target
+        == "ema"
+    )

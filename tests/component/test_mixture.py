@@ -39,8 +39,14 @@ def two_sets(tmp_path_factory):
                 meta["short_caption"] = "short " + s["txt"].decode().split()[1]
                 if s["__key__"] == "00000003":
                     meta["use_reward"] = False
-                w.write({"__key__": s["__key__"], "mp4": s["mp4"], "txt": s["txt"],
-                         "json": json.dumps(meta).encode()})
+                w.write(
+                    {
+                        "__key__": s["__key__"],
+                        "mp4": s["mp4"],
+                        "txt": s["txt"],
+                        "json": json.dumps(meta).encode(),
+                    }
+                )
             w.close()
         b.append(str(out))
     return a, b
@@ -50,14 +56,33 @@ def _mix(two_sets, weights=(3.0, 1.0), seed=0, resampled=True, batch=1, **src_kw
     a, b = two_sets
 
     def cs(urls, salt):
-        return ClipStream(urls, F, S, seed=seed + salt, shuffle_buffer=4, resampled=resampled,
-                          rank=0, world_size=1, loader_batch_size=batch)
+        return ClipStream(
+            urls,
+            F,
+            S,
+            seed=seed + salt,
+            shuffle_buffer=4,
+            resampled=resampled,
+            rank=0,
+            world_size=1,
+            loader_batch_size=batch,
+        )
 
-    return MixtureStream([
-        MixtureSource("a", cs(a, 1), weights[0], use_reward=False, use_motion_guide=True),
-        MixtureSource("b", cs(b, 2), weights[1], use_reward=True, use_motion_guide=False,
-                      reward_caption_key=src_kw.get("reward_caption_key", "short_caption")),
-    ], seed=seed, loader_batch_size=batch)
+    return MixtureStream(
+        [
+            MixtureSource("a", cs(a, 1), weights[0], use_reward=False, use_motion_guide=True),
+            MixtureSource(
+                "b",
+                cs(b, 2),
+                weights[1],
+                use_reward=True,
+                use_motion_guide=False,
+                reward_caption_key=src_kw.get("reward_caption_key", "short_caption"),
+            ),
+        ],
+        seed=seed,
+        loader_batch_size=batch,
+    )
 
 
 def _ids(items):
@@ -71,7 +96,10 @@ def test_sources_follow_the_seeded_draws_and_the_weights(two_sets):
     assert [it["meta"]["source"] for it in items] == ["ab"[i] for i in draws]
     frac_a = sum(it["meta"]["source"] == "a" for it in items) / len(items)
     assert abs(frac_a - 0.75) < 0.1, frac_a  # binomial sd 0.031
-    assert mix.skip_stats()["by_source"] == {"a": Counter(d for d in draws)[0], "b": Counter(d for d in draws)[1]}
+    assert mix.skip_stats()["by_source"] == {
+        "a": Counter(d for d in draws)[0],
+        "b": Counter(d for d in draws)[1],
+    }
     # each source's samples come from that source's shards only
     a_urls, b_urls = ({Path(u).name for u in s} for s in two_sets)
     assert {Path(it["url"]).parent.name for it in items if it["meta"]["source"] == "a"} == {"a"}
@@ -132,7 +160,9 @@ def test_finite_source_ends_the_epoch(two_sets):
 
 def test_mixture_config_validation():
     src = {"name": "vg", "urls": "/d/vg-{000000..000009}.tar", "weight": 0.5}
-    cfg = validate({"data": {"kind": "mixture", "sources": [src, {**src, "name": "wv", "use_reward": False}]}})
+    cfg = validate(
+        {"data": {"kind": "mixture", "sources": [src, {**src, "name": "wv", "use_reward": False}]}}
+    )
     assert [s.name for s in cfg.data.sources] == ["vg", "wv"] and cfg.data.sources[1].use_reward is False
     with pytest.raises(ConfigError, match="needs data.sources"):
         validate({"data": {"kind": "mixture"}})
@@ -152,8 +182,14 @@ def test_named_recipe_experiments_compose():
 
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
-        vg = compose("config", overrides=["experiment=t2v_turbo_v2_vg_wv", "data.sources.0.urls=/d/vg.tar",
-                                          "data.sources.1.urls=/d/wv.tar"])
+        vg = compose(
+            "config",
+            overrides=[
+                "experiment=t2v_turbo_v2_vg_wv",
+                "data.sources.0.urls=/d/vg.tar",
+                "data.sources.1.urls=/d/wv.tar",
+            ],
+        )
         toy = compose("config", overrides=["experiment=toy_mixture"])
     v = validate(vg)
     assert v.data.kind == "mixture" and [s.name for s in v.data.sources] == ["vidgen", "webvid"]
@@ -173,6 +209,8 @@ def test_motion_guide_flag_masks_guided_samples():
     t = torch.as_tensor([grid[9], grid[9], grid[1]])
     assert mg.guided(t).tolist() == [True, True, False]
     assert mg.guided(t, [True, False, True]).tolist() == [True, False, False]
-    assert mg.student_eta(t, torch.full((3,), 0.05), [False, True, True]).tolist() == pytest.approx([0.0, 0.05, 0.0])
+    assert mg.student_eta(t, torch.full((3,), 0.05), [False, True, True]).tolist() == pytest.approx(
+        [0.0, 0.05, 0.0]
+    )
     with pytest.raises(ValueError, match="2 flags for a batch of 3"):
         mg.guided(t, [True, False])

@@ -77,7 +77,9 @@ def test_layer_listing_and_selection(bb):
         "up_blocks.1.temp_attentions.1.transformer_blocks.0.attn1",
     ]
     assert select_layers(bb.teacher, "all") == all_layers
-    assert select_layers(bb.teacher, ["mid_block.*"]) == ["mid_block.temp_attentions.0.transformer_blocks.0.attn1"]
+    assert select_layers(bb.teacher, ["mid_block.*"]) == [
+        "mid_block.temp_attentions.0.transformer_blocks.0.attn1"
+    ]
     with pytest.raises(ValueError, match="no temporal self-attention layer matches"):
         select_layers(bb.teacher, ["up_blocks.9.*"])
 
@@ -164,7 +166,9 @@ def test_energy_matches_hand_computation():
     refs = [torch.rand(bsz * hw, heads, f, f, generator=g) for _ in range(3)]
     masks = [topk_mask(r, 1) for r in refs]
     # reference form: 100 * mean_l(100 * F.mse_loss(ref[mask], map[mask]))
-    expect = 100.0 * torch.stack([100.0 * F.mse_loss(r[m], a[m]) for a, r, m in zip(maps, refs, masks)]).mean()
+    expect = (
+        100.0 * torch.stack([100.0 * F.mse_loss(r[m], a[m]) for a, r, m in zip(maps, refs, masks)]).mean()
+    )
     e = motion_energy(maps, refs, masks)
     torch.testing.assert_close(e, expect, rtol=1e-6, atol=0)
     # by explicit loops
@@ -208,8 +212,17 @@ def test_score_matches_finite_differences_fp64(bb, inputs):
     grid = ddim_grid(10)
     index = torch.tensor([4, 8])
     tt = grid[index]
-    ref = reference_maps(teacher, z0.double(), index, grid, cond, bb.alphas_cumprod, "epsilon",
-                         reference="noise", noise=torch.randn(z0.shape, generator=torch.Generator().manual_seed(3)))
+    ref = reference_maps(
+        teacher,
+        z0.double(),
+        index,
+        grid,
+        cond,
+        bb.alphas_cumprod,
+        "epsilon",
+        reference="noise",
+        noise=torch.randn(z0.shape, generator=torch.Generator().manual_seed(3)),
+    )
     zt = z.double()
     score, energy = motion_score(teacher, zt, tt, cond, ref)
     assert score.dtype == torch.float64
@@ -314,7 +327,9 @@ def test_score_through_an_activation_checkpointed_teacher(bb, inputs):
     z, z0, t, cond = inputs
     grid = ddim_grid(10)
     index = torch.tensor([6, 9])
-    ref = reference_maps(bb.teacher, z0, index, grid, cond, bb.alphas_cumprod, reference="noise", noise=torch.randn_like(z0))
+    ref = reference_maps(
+        bb.teacher, z0, index, grid, cond, bb.alphas_cumprod, reference="noise", noise=torch.randn_like(z0)
+    )
     plain, e_plain = motion_score(bb.teacher, z, grid[index], cond, ref)
     ckpt_teacher = copy.deepcopy(bb.teacher)
     enable_block_checkpointing(ckpt_teacher.unet)  # blocks recomputed in backward, through our processors
@@ -362,7 +377,10 @@ def test_inversion_then_ddim_recovers_z0_for_known_eps():
             # the probability-flow ODE of Gaussian data keeps (z_t - a_t mu) / sqrt(a_t^2 sd^2 + s_t^2)
             a, s = alpha_sigma(ac, t, z0)
             a0, s0 = alpha_sigma(ac, torch.tensor(0), z0)
-            exact = a * 0.3 + (a * a * 0.25 + s * s).sqrt() * (z0[b] - a0 * 0.3) / (a0 * a0 * 0.25 + s0 * s0).sqrt()
+            exact = (
+                a * 0.3
+                + (a * a * 0.25 + s * s).sqrt() * (z0[b] - a0 * 0.3) / (a0 * a0 * 0.25 + s0 * s0).sqrt()
+            )
             torch.testing.assert_close(zr[b], exact, rtol=0, atol=0.06)
             back = _ddim_back(model, zr[b : b + 1], index[b], grid, ac)[0]
             err = max(err, float((back - z0[b]).abs().max()))
@@ -377,7 +395,9 @@ def test_inversion_batches_per_sample_targets_and_strides(bb, inputs):
     index = torch.tensor([2, 5])
     both = ddim_invert(bb.teacher, z0, index, grid, cond, bb.alphas_cumprod, "epsilon")
     for b in range(B):
-        one = ddim_invert(bb.teacher, z0[b : b + 1], index[b : b + 1], grid, cond[b : b + 1], bb.alphas_cumprod, "epsilon")
+        one = ddim_invert(
+            bb.teacher, z0[b : b + 1], index[b : b + 1], grid, cond[b : b + 1], bb.alphas_cumprod, "epsilon"
+        )
         torch.testing.assert_close(both[b : b + 1], one, rtol=1e-5, atol=1e-5)
     # stride: coarser sub-grid that still ends exactly at the target; stride >= index+1 is one step
     one_step = ddim_invert(bb.teacher, z0, index, grid, cond, bb.alphas_cumprod, "epsilon", stride=100)
@@ -395,7 +415,9 @@ def test_inversion_batches_per_sample_targets_and_strides(bb, inputs):
 def test_motion_yaml_builds_guidance(bb):
     from t2vturbo.config import validate  # the yaml holds only what differs from GuidanceConfig's defaults
 
-    cfg = validate({"guidance": OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "guidance" / "motion.yaml"))}).guidance
+    cfg = validate(
+        {"guidance": OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "guidance" / "motion.yaml"))}
+    ).guidance
     assert cfg.motion is True
     mg = MotionGuidance.from_config(cfg, bb, ddim_grid(200), seed=0)
     assert (mg.lam, mg.tau, mg.reference, mg.topk) == (LAMBDA, 0.5, "invert", 1)

@@ -73,8 +73,9 @@ def test_motion_score_matches_finite_difference(vc2):
     idx = torch.tensor([15, 18])
     t = grid[idx]
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
-    ref = reference_maps(bb.teacher, z, idx, grid, cond, bb.alphas_cumprod, bb.prediction_type, reference="noise",
-                         noise=noise)
+    ref = reference_maps(
+        bb.teacher, z, idx, grid, cond, bb.alphas_cumprod, bb.prediction_type, reference="noise", noise=noise
+    )
     z_t = torch.randn(z.shape, generator=torch.Generator().manual_seed(2)).double().float()
     score, energy = motion_score(bb.teacher, z_t, t, cond, ref)
     assert torch.isfinite(score).all() and score.abs().sum() > 0 and (energy > 0).all()
@@ -92,7 +93,10 @@ def test_motion_score_matches_finite_difference(vc2):
     eps = 1e-2
     fd = (e_of(z_t + eps * direction) - e_of(z_t - eps * direction)) / (2 * eps)
     analytic = (score * direction).sum()
-    assert torch.allclose(fd, analytic.to(fd.dtype), rtol=0.05, atol=1e-4 * float(score.abs().sum())), (fd, analytic)
+    assert torch.allclose(fd, analytic.to(fd.dtype), rtol=0.05, atol=1e-4 * float(score.abs().sum())), (
+        fd,
+        analytic,
+    )
 
 
 def test_online_motion_guidance_in_the_trainer_with_videocrafter2(tmp_path):
@@ -103,13 +107,27 @@ def test_online_motion_guidance_in_the_trainer_with_videocrafter2(tmp_path):
     from t2vturbo.train.trainer import Trainer
 
     ckpt = write_tiny_checkpoint(tmp_path / "vc2")
-    cfg = validate({
-        "output_dir": str(tmp_path / "run"),
-        "model": {"family": "videocrafter2", "path": str(ckpt), "num_frames": 4, "height": 16, "width": 16},
-        "guidance": {"motion": True, "reference": "noise", "tau": 1.0},
-        "train": {"max_steps": 2, "micro_batch_size": 2, "log_every": 1, "progress": False, "eval_every": 0,
-                  "ckpt_every": 0},
-    })
+    cfg = validate(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "model": {
+                "family": "videocrafter2",
+                "path": str(ckpt),
+                "num_frames": 4,
+                "height": 16,
+                "width": 16,
+            },
+            "guidance": {"motion": True, "reference": "noise", "tau": 1.0},
+            "train": {
+                "max_steps": 2,
+                "micro_batch_size": 2,
+                "log_every": 1,
+                "progress": False,
+                "eval_every": 0,
+                "ckpt_every": 0,
+            },
+        }
+    )
     Trainer(cfg).train()
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["mg_fraction"] == 1.0 and r["mg_score_abs"] > 0 for r in rows)

@@ -43,7 +43,12 @@ def _raw_cfg(world, motion: bool, out: Path, dtype="fp32", **pre):
     raw = {
         "seed": 0,
         "model": {"path": str(model), "num_frames": FRAMES, "height": SIZE, "width": SIZE},
-        "data": {"kind": "shards", "urls": "::".join(str(s) for s in shards), "resampled": False, "shuffle_buffer": 0},
+        "data": {
+            "kind": "shards",
+            "urls": "::".join(str(s) for s in shards),
+            "resampled": False,
+            "shuffle_buffer": 0,
+        },
         "objective": {"num_ddim_timesteps": 50, "w_min": 2.0, "w_max": 6.0},
         "guidance": {"motion": motion, "eta": ETA, "reference": "noise", "tau": 0.5, "lam": LAM},
         "precompute": {"out": str(out), "dtype": dtype, "shard_size": 2, **pre},
@@ -54,7 +59,9 @@ def _raw_cfg(world, motion: bool, out: Path, dtype="fp32", **pre):
 def _run_all_chunks(world, motion, out, dtype="fp32", k=2):
     summaries = []
     for i in range(k):
-        cfg, pre = split_config(_raw_cfg(world, motion, out, dtype, shard_index=i, num_shard_lists=k, batch_size=3))
+        cfg, pre = split_config(
+            _raw_cfg(world, motion, out, dtype, shard_index=i, num_shard_lists=k, batch_size=3)
+        )
         summaries.append(precompute(cfg, pre))
     return cfg, summaries
 
@@ -98,8 +105,13 @@ def _pre_loss(cfg, out, motion, student, target):
     positions = [it["meta"]["precompute"]["position"] for it in items]
     assert positions == list(range(N_CLIPS))
     param = Parameterisation.from_model_dir(cfg.model.path)  # no teacher weights are read
-    obj = ConsistencyDistillation(cfg.objective, param, cfg.seed,
-                                  StoredTeacher(param, cfg.objective.guidance_form, motion, cfg.guidance.lam), eta=ETA)
+    obj = ConsistencyDistillation(
+        cfg.objective,
+        param,
+        cfg.seed,
+        StoredTeacher(param, cfg.objective.guidance_form, motion, cfg.guidance.lam),
+        eta=ETA,
+    )
     obj.target = target
     batch = {"pre": b["pre"], "positions": positions, "caption": b["caption"], "meta": b["meta"]}
     loss, logs = obj.loss(student, batch)
@@ -175,7 +187,16 @@ def test_restart_skips_finished_and_no_pickle(world, tmp_path):
                     assert set(t) == {"n", "z_t", "out_c", "out_u", "score", "mg", "cond"}
                 elif ext == "json":
                     meta = json.loads(data)["precompute"]
-                    assert {"short_caption", "n", "t_start", "t_end", "mg", "position", "src_url", "src_key"} <= set(meta)
+                    assert {
+                        "short_caption",
+                        "n",
+                        "t_start",
+                        "t_end",
+                        "mg",
+                        "position",
+                        "src_url",
+                        "src_key",
+                    } <= set(meta)
 
 
 def test_meta_mismatch_is_an_error(world, nets, tmp_path):

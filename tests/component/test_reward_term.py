@@ -31,7 +31,9 @@ def test_reward_term_equals_direct_reward_on_decoded_frames():
     color = registry.build("toy_color")
     motion = registry.build("toy_motion")
     frames = video[:, [0, 4]]  # strided, 2 of 8
-    r_c = color(frames.reshape(6, 1, 3, 32, 32), [c for c in captions for _ in range(2)]).reshape(3, 2).mean(1)
+    r_c = (
+        color(frames.reshape(6, 1, 3, 32, 32), [c for c in captions for _ in range(2)]).reshape(3, 2).mean(1)
+    )
     r_m = motion(video, captions)
     expected = -(0.7 * r_c.mean() + 0.3 * r_m.mean())
     assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)

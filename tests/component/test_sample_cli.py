@@ -48,7 +48,9 @@ def _write_export(export_dir: Path, teacher_path: Path, bb: UNet3DBackbone) -> P
         torch.manual_seed(123)
         net.fuse.weight.normal_(0, 0.02)
     export_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().float() for k, v in net.state_dict().items()}, str(export_dir / STUDENT_FILE))
+    save_file(
+        {k: v.contiguous().float() for k, v in net.state_dict().items()}, str(export_dir / STUDENT_FILE)
+    )
     meta = {
         "family": "unet3d",
         "teacher_path": str(teacher_path.resolve()),
@@ -99,8 +101,22 @@ def _check_videos(paths: list[Path], n: int):
 def test_main_student_writes_decodable_mp4s(export, tmp_path, capsys):
     run_dir = export[0]
     out = tmp_path / "samples"
-    rc = main(["--checkpoint", str(run_dir), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1],
-               "--steps", "4", "--out", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(run_dir),
+            "--prompt",
+            PROMPTS[0],
+            "--prompt",
+            PROMPTS[1],
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     paths = _printed_paths(capsys)
     _check_videos(paths, 2)
@@ -113,8 +129,21 @@ def test_main_teacher(export, tmp_path, capsys):
     run_dir, export_dir = export[:2]
     out = tmp_path / "samples"
     # the export folder itself is accepted as well as the run's output dir
-    rc = main(["--checkpoint", str(export_dir), "--prompt", PROMPTS[0], "--teacher", "--steps", "3",
-               "--out", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(export_dir),
+            "--prompt",
+            PROMPTS[0],
+            "--teacher",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     paths = _printed_paths(capsys)
     _check_videos(paths, 1)
@@ -123,8 +152,21 @@ def test_main_teacher(export, tmp_path, capsys):
 
 def test_main_teacher_folder_directly(export, tmp_path, capsys):
     teacher_dir = export[2]
-    rc = main(["--checkpoint", str(teacher_dir), "--teacher", "--prompt", PROMPTS[1], "--steps", "2",
-               "--out", str(tmp_path / "s"), "--device", "cpu"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(teacher_dir),
+            "--teacher",
+            "--prompt",
+            PROMPTS[1],
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "s"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     paths = _printed_paths(capsys)
     _check_videos(paths, 1)
@@ -132,8 +174,26 @@ def test_main_teacher_folder_directly(export, tmp_path, capsys):
 
 
 def test_main_size_overrides(export, tmp_path, capsys):
-    rc = main(["--checkpoint", str(export[0]), "--prompt", PROMPTS[0], "--steps", "1", "--num-frames", "4",
-               "--height", "16", "--width", "16", "--out", str(tmp_path / "s"), "--device", "cpu"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(export[0]),
+            "--prompt",
+            PROMPTS[0],
+            "--steps",
+            "1",
+            "--num-frames",
+            "4",
+            "--height",
+            "16",
+            "--width",
+            "16",
+            "--out",
+            str(tmp_path / "s"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     paths = _printed_paths(capsys)
     assert len(paths) == 1
@@ -144,8 +204,20 @@ def test_main_prompts_file(export, tmp_path, capsys):
     run_dir = export[0]
     pf = tmp_path / "prompts.txt"
     pf.write_text(f"{PROMPTS[0]}\n\n{PROMPTS[1]}\n")
-    rc = main(["--checkpoint", str(run_dir), "--prompts-file", str(pf), "--steps", "1",
-               "--out", str(tmp_path / "s"), "--device", "cpu"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(run_dir),
+            "--prompts-file",
+            str(pf),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     _check_videos(_printed_paths(capsys), 2)
 
@@ -153,7 +225,9 @@ def test_main_prompts_file(export, tmp_path, capsys):
 def test_checkpoint_without_meta_is_a_clear_error(tmp_path, capsys):
     empty = tmp_path / "not_an_export"
     empty.mkdir()
-    rc = main(["--checkpoint", str(empty), "--prompt", PROMPTS[0], "--out", str(tmp_path / "s"), "--device", "cpu"])
+    rc = main(
+        ["--checkpoint", str(empty), "--prompt", PROMPTS[0], "--out", str(tmp_path / "s"), "--device", "cpu"]
+    )
     assert rc == 2
     msg = capsys.readouterr().err
     assert STUDENT_META in msg and STUDENT_FILE in msg and str(empty) in msg
@@ -250,9 +324,22 @@ def test_one_step_equals_boundary_form_by_hand(loaded, guidance, eta):
     """steps=1: x0 = c_skip(999) z + c_out(999) x0_pred(student(z, 999)) with z the seeded noise."""
     bb, net, meta = loaded
     seed, sd, s = 11, meta["sigma_data"], meta["timestep_scaling"]
-    got = sample_student(bb, net, PROMPTS, steps=1, num_ddim_timesteps=meta["num_ddim_timesteps"],
-                         guidance=guidance, eta=eta, num_frames=F, height=H, width=W, seed=seed,
-                         sigma_data=sd, timestep_scaling=s, decode=False)
+    got = sample_student(
+        bb,
+        net,
+        PROMPTS,
+        steps=1,
+        num_ddim_timesteps=meta["num_ddim_timesteps"],
+        guidance=guidance,
+        eta=eta,
+        num_frames=F,
+        height=H,
+        width=W,
+        seed=seed,
+        sigma_data=sd,
+        timestep_scaling=s,
+        decode=False,
+    )
 
     shape = (2, *bb.latent_shape(F, H, W))
     z = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seed))

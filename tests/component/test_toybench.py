@@ -100,7 +100,7 @@ def test_min_speed_moves_and_still_is_still():
     # Threshold justification: far below the slowest travel (also for 4-frame clips), above jitter.
     assert 1.0 < tm.STILL_DISPLACEMENT_PX < lo * (4 - 1) < lo * (F - 1)
     for d in DIRECTIONS:
-        for speed in ((0.0,) if d == "still" else (lo, hi)):
+        for speed in (0.0,) if d == "still" else (lo, hi):
             for shape in SHAPES:
                 dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}[d]
                 travel = speed * (F - 1)
@@ -120,7 +120,9 @@ def test_dynamic_degree_tracks_speed_on_dataset_clips():
     for i in range(len(ds)):
         a, bg = ds.attributes(i)
         dyn = tm.dynamic_degree(render_clip(a, F, S, textured=True, seed=bg))
-        (still if a.direction == "still" else errs).append(dyn if a.direction == "still" else abs(dyn - a.speed))
+        (still if a.direction == "still" else errs).append(
+            dyn if a.direction == "still" else abs(dyn - a.speed)
+        )
     assert still and errs
     assert max(still) < 1e-9
     assert max(errs) < 0.3 and np.mean(errs) < 0.1
@@ -202,7 +204,10 @@ def test_heavy_per_frame_noise_lowers_flicker_and_background():
     data = _dataset(textured=False)[::3]
     clean = tm.aggregate([tm.score_clip(c, p) for p, c, _ in data])
     noisy = tm.aggregate(
-        [tm.score_clip(np.clip(c + rng.normal(0, 40, c.shape), 0, 255).astype(np.uint8), p) for p, c, _ in data]
+        [
+            tm.score_clip(np.clip(c + rng.normal(0, 40, c.shape), 0, 255).astype(np.uint8), p)
+            for p, c, _ in data
+        ]
     )
     assert clean["flicker"] - noisy["flicker"] > 0.1
     assert clean["background_clean"] == 1.0 and noisy["background_clean"] < 0.5
@@ -229,14 +234,42 @@ def test_mild_generation_noise_and_blur_are_tolerated():
 
 def test_aggregate_by_hand():
     rs = [
-        dict(score=1.0, color_acc=1.0, shape_acc=1.0, direction_acc=1.0, dynamic_degree=2.0, flicker=0.9,
-             background_clean=1.0),
-        dict(score=1 / 3, color_acc=1.0, shape_acc=0.0, direction_acc=0.0, dynamic_degree=0.0, flicker=0.8,
-             background_clean=0.5),
-        dict(score=2 / 3, color_acc=0.0, shape_acc=1.0, direction_acc=1.0, dynamic_degree=1.0, flicker=0.7,
-             background_clean=0.0),
-        dict(score=0.0, color_acc=0.0, shape_acc=0.0, direction_acc=0.0, dynamic_degree=5.0, flicker=0.6,
-             background_clean=0.5),
+        dict(
+            score=1.0,
+            color_acc=1.0,
+            shape_acc=1.0,
+            direction_acc=1.0,
+            dynamic_degree=2.0,
+            flicker=0.9,
+            background_clean=1.0,
+        ),
+        dict(
+            score=1 / 3,
+            color_acc=1.0,
+            shape_acc=0.0,
+            direction_acc=0.0,
+            dynamic_degree=0.0,
+            flicker=0.8,
+            background_clean=0.5,
+        ),
+        dict(
+            score=2 / 3,
+            color_acc=0.0,
+            shape_acc=1.0,
+            direction_acc=1.0,
+            dynamic_degree=1.0,
+            flicker=0.7,
+            background_clean=0.0,
+        ),
+        dict(
+            score=0.0,
+            color_acc=0.0,
+            shape_acc=0.0,
+            direction_acc=0.0,
+            dynamic_degree=5.0,
+            flicker=0.6,
+            background_clean=0.5,
+        ),
     ]
     agg = tm.aggregate(rs)
     assert agg["color_acc"] == pytest.approx(0.5)
@@ -287,8 +320,17 @@ def test_run_toybench_pipeline_with_a_perfect_sampler(monkeypatch):
 
     monkeypatch.setattr(tb, "sample_teacher", fake_teacher)
     prompts = tb.select_prompts(9, seed=3)
-    res = tb.run_toybench(object(), None, steps=3, guidance=2.0, prompts=prompts, samples_per_prompt=2,
-                          batch_size=4, seed=10, return_samples=True)
+    res = tb.run_toybench(
+        object(),
+        None,
+        steps=3,
+        guidance=2.0,
+        prompts=prompts,
+        samples_per_prompt=2,
+        batch_size=4,
+        seed=10,
+        return_samples=True,
+    )
     assert [len(c[0]) for c in calls] == [4, 4, 4, 4, 2]
     assert [c[1] for c in calls] == [10, 11, 12, 13, 14]
     assert sum((c[0] for c in calls), []) == [p for p in prompts for _ in range(2)]
@@ -296,14 +338,18 @@ def test_run_toybench_pipeline_with_a_perfect_sampler(monkeypatch):
     assert res["steps"] == 3 and res["guidance"] == 2.0 and res["who"] == "teacher"
     assert [s["prompt"] for s in res["samples"]] == [p for p in prompts for _ in range(2)]
     assert list(res["per_prompt"]) == prompts
-    assert all(v == {"score": 1.0, "color_acc": 1.0, "shape_acc": 1.0, "direction_acc": 1.0, "clips": 2}
-               for v in res["per_prompt"].values())
+    assert all(
+        v == {"score": 1.0, "color_acc": 1.0, "shape_acc": 1.0, "direction_acc": 1.0, "clips": 2}
+        for v in res["per_prompt"].values()
+    )
     assert res["score_ci95"] == [1.0, 1.0]
     line = tb.format_summary(res)
     assert line.startswith("ToyBench teacher steps=3 score=1.000 color=1.000 shape=1.000 direction=1.000")
     # Frame size / count come from meta when given.
     calls.clear()
-    tb.run_toybench(object(), None, steps=1, prompts=prompts[:1], meta={"num_frames": 4, "height": 16, "width": 16})
+    tb.run_toybench(
+        object(), None, steps=1, prompts=prompts[:1], meta={"num_frames": 4, "height": 16, "width": 16}
+    )
     assert calls[0][2:] == (4, 16)
 
 
@@ -320,13 +366,18 @@ def test_student_eta_comes_from_the_export_unless_given(monkeypatch):
     prompts = tb.select_prompts(2)
     res = tb.run_toybench(object(), torch.nn.Identity(), steps=4, prompts=prompts, meta={"eta": 0.05})
     assert etas == [0.05] and res["eta"] == 0.05 and res["who"] == "student"
-    res = tb.run_toybench(object(), torch.nn.Identity(), steps=4, prompts=prompts, meta={"eta": 0.05}, eta=0.0)
+    res = tb.run_toybench(
+        object(), torch.nn.Identity(), steps=4, prompts=prompts, meta={"eta": 0.05}, eta=0.0
+    )
     assert etas[-1] == 0.0 and res["eta"] == 0.0
-    tb.run_toybench(object(), torch.nn.Identity(), steps=4, prompts=prompts)  # no meta: the trainer's default, 0
+    tb.run_toybench(
+        object(), torch.nn.Identity(), steps=4, prompts=prompts
+    )  # no meta: the trainer's default, 0
     assert etas[-1] == 0.0
 
 
 # --------------------------------------------------------------------------- uncertainty
+
 
 def _clip(prompt, c, s, d):
     return {"prompt": prompt, "color_acc": c, "shape_acc": s, "direction_acc": d, "score": (c + s + d) / 3}
@@ -359,8 +410,12 @@ def test_bootstrap_ci_against_the_normal_approximation():
 
 
 def _report(scores: dict[str, float]) -> dict:
-    return {"per_prompt": {p: {"score": s, "color_acc": 1.0, "shape_acc": s, "direction_acc": 2 * s - 1.0}
-                           for p, s in scores.items()}}
+    return {
+        "per_prompt": {
+            p: {"score": s, "color_acc": 1.0, "shape_acc": s, "direction_acc": 2 * s - 1.0}
+            for p, s in scores.items()
+        }
+    }
 
 
 def test_paired_difference_identities_and_loop_reference():
@@ -396,7 +451,9 @@ def test_format_comparison_verdicts():
     a = _report({f"p{i}": 0.9 for i in range(10)})
     b = _report({f"p{i}": 0.8 for i in range(10)})
     line = tb.format_comparison(res, base, tb.paired_difference(a, b), "t4.json")
-    assert line.startswith("ToyBench student steps=4 vs teacher steps=4 (t4.json): score +0.100 [95% CI +0.100, +0.100]")
+    assert line.startswith(
+        "ToyBench student steps=4 vs teacher steps=4 (t4.json): score +0.100 [95% CI +0.100, +0.100]"
+    )
     assert "(above)" in line and "10 shared prompts" in line
     assert "(below)" in tb.format_comparison(res, base, tb.paired_difference(b, a))
     mixed = _report({f"p{i}": 0.8 + (0.2 if i % 2 else -0.2) for i in range(10)})
@@ -404,8 +461,19 @@ def test_format_comparison_verdicts():
 
 
 REPORT_KEYS = {
-    "score", "color_acc", "shape_acc", "direction_acc", "dynamic_degree", "flicker", "background_clean",
-    "steps", "seconds", "guidance", "num_prompts", "who", "checkpoint",
+    "score",
+    "color_acc",
+    "shape_acc",
+    "direction_acc",
+    "dynamic_degree",
+    "flicker",
+    "background_clean",
+    "steps",
+    "seconds",
+    "guidance",
+    "num_prompts",
+    "who",
+    "checkpoint",
 }
 
 
@@ -423,7 +491,9 @@ def _check_report(rep, steps, who, num_prompts):
 def test_cli_teacher_smoke(tiny_dirs, tmp_path, capsys):
     teacher, _ = tiny_dirs
     out = tmp_path / "tb.json"
-    rc = tb.main(["--teacher", "--checkpoint", str(teacher), "--steps", "2", "--num-prompts", "3", "--json", str(out)])
+    rc = tb.main(
+        ["--teacher", "--checkpoint", str(teacher), "--steps", "2", "--num-prompts", "3", "--json", str(out)]
+    )
     assert rc == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ToyBench")]
     assert len(lines) == 1 and lines[0].startswith("ToyBench teacher steps=2 score=")
@@ -437,16 +507,44 @@ def test_cli_student_and_teacher_of_export(tiny_dirs, tmp_path, capsys):
     _, export = tiny_dirs
     out = tmp_path / "s.json"
     # The run folder (parent of export/) is accepted as well.
-    rc = tb.main(["--checkpoint", str(export.parent), "--steps", "2", "--num-prompts", "4", "--batch-size", "3",
-                  "--samples-per-prompt", "2", "--json", str(out)])
+    rc = tb.main(
+        [
+            "--checkpoint",
+            str(export.parent),
+            "--steps",
+            "2",
+            "--num-prompts",
+            "4",
+            "--batch-size",
+            "3",
+            "--samples-per-prompt",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     rep = json.loads(out.read_text())
     _check_report(rep, 2, "student", 4)
     assert rep["num_clips"] == 8 and (rep["num_frames"], rep["height"]) == (4, 16)
 
     out2 = tmp_path / "t.json"
-    assert tb.main(["--teacher", "--checkpoint", str(export), "--steps", "2", "--num-prompts", "2",
-                    "--json", str(out2)]) == 0
+    assert (
+        tb.main(
+            [
+                "--teacher",
+                "--checkpoint",
+                str(export),
+                "--steps",
+                "2",
+                "--num-prompts",
+                "2",
+                "--json",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     rep2 = json.loads(out2.read_text())
     _check_report(rep2, 2, "teacher", 2)
     assert (rep2["num_frames"], rep2["height"]) == (4, 16)
@@ -456,13 +554,44 @@ def test_cli_student_and_teacher_of_export(tiny_dirs, tmp_path, capsys):
 def test_cli_baseline_comparison(tiny_dirs, tmp_path, capsys):
     teacher, export = tiny_dirs
     t_json, s_json = tmp_path / "t.json", tmp_path / "s.json"
-    assert tb.main(["--teacher", "--checkpoint", str(teacher), "--steps", "1", "--num-prompts", "3",
-                    "--json", str(t_json)]) == 0
+    assert (
+        tb.main(
+            [
+                "--teacher",
+                "--checkpoint",
+                str(teacher),
+                "--steps",
+                "1",
+                "--num-prompts",
+                "3",
+                "--json",
+                str(t_json),
+            ]
+        )
+        == 0
+    )
     rep_t = json.loads(t_json.read_text())
-    assert len(rep_t["per_prompt"]) == 3 and rep_t["score_ci95"][0] <= rep_t["score"] <= rep_t["score_ci95"][1]
+    assert (
+        len(rep_t["per_prompt"]) == 3 and rep_t["score_ci95"][0] <= rep_t["score"] <= rep_t["score_ci95"][1]
+    )
     capsys.readouterr()
-    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--json", str(s_json),
-                    "--baseline", str(t_json)]) == 0
+    assert (
+        tb.main(
+            [
+                "--checkpoint",
+                str(export),
+                "--steps",
+                "1",
+                "--num-prompts",
+                "3",
+                "--json",
+                str(s_json),
+                "--baseline",
+                str(t_json),
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith(f"ToyBench student steps=1 vs teacher steps=1 ({t_json}): score ")
     rep_s = json.loads(s_json.read_text())
@@ -472,14 +601,35 @@ def test_cli_baseline_comparison(tiny_dirs, tmp_path, capsys):
     # Bad baselines: a clear error, exit 2, nothing run.
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"score": 0.5}))
-    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--baseline", str(old)]) == 2
+    assert (
+        tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--baseline", str(old)])
+        == 2
+    )
     assert "has no per_prompt table" in capsys.readouterr().err
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"per_prompt": {"a purple star moving sideways": {"score": 1.0}}}))
-    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--baseline", str(other)]) == 2
+    assert (
+        tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "3", "--baseline", str(other)])
+        == 2
+    )
     assert "shares no prompt with this run" in capsys.readouterr().err
-    assert tb.main(["--checkpoint", str(export), "--steps", "1", "--num-prompts", "1", "--seed", "9",
-                    "--baseline", str(tmp_path / "missing.json")]) == 2
+    assert (
+        tb.main(
+            [
+                "--checkpoint",
+                str(export),
+                "--steps",
+                "1",
+                "--num-prompts",
+                "1",
+                "--seed",
+                "9",
+                "--baseline",
+                str(tmp_path / "missing.json"),
+            ]
+        )
+        == 2
+    )
     assert "cannot read the baseline report" in capsys.readouterr().err
 
 

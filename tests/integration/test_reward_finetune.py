@@ -38,7 +38,9 @@ def test_consistency_sample_truncated_backprop_matches_a_hand_written_chain(grad
     def model(z, t):  # an x0-prediction "network" with one parameter
         return p * torch.tanh(z)
 
-    x0 = consistency_sample(model, tuple(z_T.shape), ts, ac, "sample", noise=z_T, renoise=renoise, grad_last=grad_last)
+    x0 = consistency_sample(
+        model, tuple(z_T.shape), ts, ac, "sample", noise=z_T, renoise=renoise, grad_last=grad_last
+    )
     (gp,) = torch.autograd.grad(x0.square().sum(), p)
 
     # independent: the chain written out, steps before the window detached
@@ -61,7 +63,11 @@ def test_consistency_sample_truncated_backprop_matches_a_hand_written_chain(grad
     torch.testing.assert_close(gp, gq)
     if grad_last is not None and grad_last < k:  # truncation really changes the gradient
         (g_full,) = torch.autograd.grad(
-            consistency_sample(model, tuple(z_T.shape), ts, ac, "sample", noise=z_T, renoise=renoise).square().sum(), p)
+            consistency_sample(model, tuple(z_T.shape), ts, ac, "sample", noise=z_T, renoise=renoise)
+            .square()
+            .sum(),
+            p,
+        )
         assert not torch.allclose(g_full, gp)
 
 
@@ -103,15 +109,35 @@ def test_reward_finetune_config_errors():
 
 
 def _rf_cfg(teacher_dir, out, **objective):
-    return validate({
-        "output_dir": str(out), "seed": 0,
-        "model": {"path": str(teacher_dir), "num_frames": 4, "height": 16, "width": 16,
-                  "lora": {"enabled": True, "rank": 8, "alpha": 8}},
-        "objective": {"name": "reward_finetune", "sample_steps": 2, "w_min": 2.0, "w_max": 6.0, **objective},
-        "reward": {"weights": {"toy_color": 1.0}, "image_frames": 2},
-        "train": {"log_every": 1, "progress": False, "micro_batch_size": 4, "lr": 5e-3, "eval_every": 0,
-                  "ckpt_every": 0},
-    })
+    return validate(
+        {
+            "output_dir": str(out),
+            "seed": 0,
+            "model": {
+                "path": str(teacher_dir),
+                "num_frames": 4,
+                "height": 16,
+                "width": 16,
+                "lora": {"enabled": True, "rank": 8, "alpha": 8},
+            },
+            "objective": {
+                "name": "reward_finetune",
+                "sample_steps": 2,
+                "w_min": 2.0,
+                "w_max": 6.0,
+                **objective,
+            },
+            "reward": {"weights": {"toy_color": 1.0}, "image_frames": 2},
+            "train": {
+                "log_every": 1,
+                "progress": False,
+                "micro_batch_size": 4,
+                "lr": 5e-3,
+                "eval_every": 0,
+                "ckpt_every": 0,
+            },
+        }
+    )
 
 
 def test_vader_mode_raises_the_toy_colour_reward(tiny_teacher_dir, tmp_path):

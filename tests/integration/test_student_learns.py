@@ -29,12 +29,25 @@ W = 10.0  # the middle of experiment=toy's w range (the guidance `make distill` 
 def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
     if not (TEACHER / "unet" / "config.json").is_file():
         pytest.fail(f"the shipped toy teacher is missing at {TEACHER}")
-    cfg = validate({
-        "output_dir": str(tmp_path / "run"), "seed": 0, "model": {"path": str(TEACHER)},
-        "data": {"kind": "toy"}, "objective": {"w_min": 5.0, "w_max": 15.0, "num_ddim_timesteps": 50},  # as experiment=toy
-        "train": {"max_steps": 60, "micro_batch_size": 8, "lr": 1e-4, "log_every": 10, "progress": False,
-                  "eval_every": 0, "ckpt_every": 0, "export_diffusers": False},
-    })
+    cfg = validate(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "seed": 0,
+            "model": {"path": str(TEACHER)},
+            "data": {"kind": "toy"},
+            "objective": {"w_min": 5.0, "w_max": 15.0, "num_ddim_timesteps": 50},  # as experiment=toy
+            "train": {
+                "max_steps": 60,
+                "micro_batch_size": 8,
+                "lr": 1e-4,
+                "log_every": 10,
+                "progress": False,
+                "eval_every": 0,
+                "ckpt_every": 0,
+                "export_diffusers": False,
+            },
+        }
+    )
     t = Trainer(cfg)
     prompts = select_prompts(8, 0)
     with torch.no_grad():
@@ -45,8 +58,14 @@ def test_student_gets_closer_to_the_teachers_ode_solution(tmp_path):
         was = net.training
         net.eval()
         with torch.no_grad():
-            out = {s: float((sample_student(t.bb, net, prompts, steps=s, guidance=W, seed=0, decode=False) - ode)
-                            .pow(2).mean()) for s in (1, 4)}
+            out = {
+                s: float(
+                    (sample_student(t.bb, net, prompts, steps=s, guidance=W, seed=0, decode=False) - ode)
+                    .pow(2)
+                    .mean()
+                )
+                for s in (1, 4)
+            }
         net.train(was)
         return out
 

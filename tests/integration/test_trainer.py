@@ -25,9 +25,18 @@ def student(out_dir):
 def test_cd_loss_goes_down(tiny_teacher_dir, tmp_path):
     out = tmp_path / "run"
     launch_distill(
-        TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "train.max_steps=30", "train.lr=1e-3",
-                "train.micro_batch_size=4", "train.ckpt_every=0", "objective.target=ema",
-                "train.eval_every=30", "train.eval_steps=[1,4]"]
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={out}",
+            "train.max_steps=30",
+            "train.lr=1e-3",
+            "train.micro_batch_size=4",
+            "train.ckpt_every=0",
+            "objective.target=ema",
+            "train.eval_every=30",
+            "train.eval_steps=[1,4]",
+        ]
     )
     # validation videos at the eval step: 3 prompts x {1, 4} steps
     vids = sorted(p.name for p in (out / "samples" / "step-00000030").iterdir())
@@ -61,8 +70,8 @@ def assert_same_training(a: dict, b: dict, teacher_dir, lr: float, steps: int):
 
     init = UNet3DBackbone.from_pretrained(teacher_dir).teacher.unet.state_dict()
     keys = [k for k in a if k.startswith("base.unet.")]
-    da = torch.cat([(a[k] - init[k[len("base.unet."):]]).flatten() for k in keys])
-    db = torch.cat([(b[k] - init[k[len("base.unet."):]]).flatten() for k in keys])
+    da = torch.cat([(a[k] - init[k[len("base.unet.") :]]).flatten() for k in keys])
+    db = torch.cat([(b[k] - init[k[len("base.unet.") :]]).flatten() for k in keys])
     assert da.norm() > 10 * lr, "the runs did not train"
     rel = ((da - db).norm() / da.norm()).item()
     close = ((da - db).abs() <= 1e-5).float().mean().item()
@@ -74,8 +83,13 @@ def assert_same_training(a: dict, b: dict, teacher_dir, lr: float, steps: int):
 
 
 def test_two_rank_zero2_matches_one_rank(tiny_teacher_dir, tmp_path):
-    common = TINY + [f"model.path={tiny_teacher_dir}", "train.max_steps=3", "train.ckpt_every=0", "train.lr=1e-3",
-                     "objective.target=student"]
+    common = TINY + [
+        f"model.path={tiny_teacher_dir}",
+        "train.max_steps=3",
+        "train.ckpt_every=0",
+        "train.lr=1e-3",
+        "objective.target=student",
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
     launch_distill(common + [f"output_dir={one}", "train.micro_batch_size=4", "deepspeed=zero0"], nproc=1)
     launch_distill(common + [f"output_dir={two}", "train.micro_batch_size=2", "deepspeed=zero2"], nproc=2)
@@ -86,8 +100,13 @@ def test_two_rank_zero2_matches_one_rank(tiny_teacher_dir, tmp_path):
 
 
 def test_grad_accumulation_matches_bigger_micro_batch(tiny_teacher_dir, tmp_path):
-    common = TINY + [f"model.path={tiny_teacher_dir}", "train.max_steps=2", "train.ckpt_every=0", "train.lr=1e-3",
-                     "objective.target=student"]
+    common = TINY + [
+        f"model.path={tiny_teacher_dir}",
+        "train.max_steps=2",
+        "train.ckpt_every=0",
+        "train.lr=1e-3",
+        "objective.target=student",
+    ]
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     launch_distill(common + [f"output_dir={a_dir}", "train.micro_batch_size=4", "train.grad_accum=1"])
     launch_distill(common + [f"output_dir={b_dir}", "train.micro_batch_size=2", "train.grad_accum=2"])
@@ -107,8 +126,15 @@ def _wait_for_checkpoint(ckpt_dir: Path, tag: str, proc, timeout=300):
 
 
 def test_killed_run_resumes_exactly(tiny_teacher_dir, tmp_path):
-    common = TINY + [f"model.path={tiny_teacher_dir}", "train.max_steps=6", "train.ckpt_every=3", "train.lr=1e-3",
-                     "objective.target=ema", "objective.ema_decay=0.9", "train.keep_checkpoints=1"]
+    common = TINY + [
+        f"model.path={tiny_teacher_dir}",
+        "train.max_steps=6",
+        "train.ckpt_every=3",
+        "train.lr=1e-3",
+        "objective.target=ema",
+        "objective.ema_decay=0.9",
+        "train.keep_checkpoints=1",
+    ]
     ref, run = tmp_path / "ref", tmp_path / "run"
     launch_distill(common + [f"output_dir={ref}"])
     (p,) = launch_distill(common + [f"output_dir={run}"], wait=False)
@@ -121,7 +147,9 @@ def test_killed_run_resumes_exactly(tiny_teacher_dir, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # the resumed run logged that it resumed, and only the newest checkpoint is kept
-    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step-")) == ["step-00000006"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step-")) == [
+        "step-00000006"
+    ]
     steps = [r["step"] for r in metrics(run) if "loss_cd" in r]
     assert steps[-3:] == [4, 5, 6]
 
@@ -130,8 +158,14 @@ def test_unknown_key_and_missing_path_fail_fast(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "t2vturbo.distill", *args, f"output_dir={tmp_path / 'x'}"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "t2vturbo.distill", *args, f"output_dir={tmp_path / 'x'}"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     r = run("model.path=/no/such/teacher")
     assert r.returncode != 0

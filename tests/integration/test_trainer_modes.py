@@ -12,11 +12,13 @@ from t2vturbo.config import validate
 
 
 def tiny_cfg(teacher_dir, out, **train):
-    return validate({
-        "output_dir": str(out),
-        "model": {"path": str(teacher_dir), "num_frames": 4, "height": 16, "width": 16},
-        "train": {"log_every": 1, "progress": False, "micro_batch_size": 2, "lr": 1e-3, **train},
-    })
+    return validate(
+        {
+            "output_dir": str(out),
+            "model": {"path": str(teacher_dir), "num_frames": 4, "height": 16, "width": 16},
+            "train": {"log_every": 1, "progress": False, "micro_batch_size": 2, "lr": 1e-3, **train},
+        }
+    )
 
 
 def metrics(out_dir):
@@ -75,9 +77,21 @@ def test_too_many_nonfinite_losses_abort_with_last_checkpoint_intact(tiny_teache
 
 def test_lora_student_distils_and_exports_merged(tiny_teacher_dir, tmp_path):
     out = tmp_path / "lora"
-    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "train.max_steps=3",
-                           "train.micro_batch_size=2", "model.lora.enabled=true", "model.lora.rank=4",
-                           "model.lora.alpha=4", "objective.target=student", "train.lr=1e-2", "train.ckpt_every=0"])
+    launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={out}",
+            "train.max_steps=3",
+            "train.micro_batch_size=2",
+            "model.lora.enabled=true",
+            "model.lora.rank=4",
+            "model.lora.alpha=4",
+            "objective.target=student",
+            "train.lr=1e-2",
+            "train.ckpt_every=0",
+        ]
+    )
     from t2vturbo.backbones import UNet3DBackbone
     from t2vturbo.sample import load_student
 
@@ -91,17 +105,46 @@ def test_lora_student_distils_and_exports_merged(tiny_teacher_dir, tmp_path):
 
 def test_zero3_two_ranks_and_bf16(tiny_teacher_dir, tmp_path):
     z3 = tmp_path / "z3"
-    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={z3}", "train.max_steps=2",
-                           "train.micro_batch_size=1", "deepspeed=zero3", "train.ckpt_every=1"], nproc=2)
+    launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={z3}",
+            "train.max_steps=2",
+            "train.micro_batch_size=1",
+            "deepspeed=zero3",
+            "train.ckpt_every=1",
+        ],
+        nproc=2,
+    )
     sd = load_file(str(z3 / "export" / "student.safetensors"))
     assert all(v.numel() > 0 and torch.isfinite(v).all() for v in sd.values())
     # resume a ZeRO-3 run from its checkpoint on the same world size
-    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={z3}", "train.max_steps=3",
-                           "train.micro_batch_size=1", "deepspeed=zero3", "train.ckpt_every=1"], nproc=2)
+    launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={z3}",
+            "train.max_steps=3",
+            "train.micro_batch_size=1",
+            "deepspeed=zero3",
+            "train.ckpt_every=1",
+        ],
+        nproc=2,
+    )
     assert [r["step"] for r in metrics(z3) if "loss_cd" in r] == [1, 2, 3]
     bf = tmp_path / "bf16"
-    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={bf}", "train.max_steps=2",
-                           "train.micro_batch_size=2", "train.precision=bf16", "train.ckpt_every=0"])
+    launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={bf}",
+            "train.max_steps=2",
+            "train.micro_batch_size=2",
+            "train.precision=bf16",
+            "train.ckpt_every=0",
+        ]
+    )
     rows = [r for r in metrics(bf) if "loss_cd" in r]
     assert len(rows) == 2 and all(isinstance(r["loss_cd"], float) for r in rows)
 
@@ -109,9 +152,19 @@ def test_zero3_two_ranks_and_bf16(tiny_teacher_dir, tmp_path):
 def test_diffusion_objective_trains_and_exports_teacher_folder(tmp_path):
     out = tmp_path / "teacher_run"
     export = tmp_path / "toy_teacher"
-    launch_distill(TINY + ["objective=diffusion", f"output_dir={out}", f"train.export_dir={export}",
-                           "train.max_steps=25", "train.micro_batch_size=4", "train.lr=2e-3", "train.ckpt_every=0",
-                           "model.tiny.prediction_type=sample"])
+    launch_distill(
+        TINY
+        + [
+            "objective=diffusion",
+            f"output_dir={out}",
+            f"train.export_dir={export}",
+            "train.max_steps=25",
+            "train.micro_batch_size=4",
+            "train.lr=2e-3",
+            "train.ckpt_every=0",
+            "model.tiny.prediction_type=sample",
+        ]
+    )
     rows = [r for r in metrics(out) if "loss_diffusion" in r]
     first = sum(r["loss_diffusion"] for r in rows[:5]) / 5
     last = sum(r["loss_diffusion"] for r in rows[-5:]) / 5
@@ -144,10 +197,22 @@ def test_shard_stream_with_corrupt_samples_counts_exact_skips(tiny_teacher_dir, 
             info.size = len(data)
             tout.addfile(info, io.BytesIO(data))
     out = tmp_path / "run"
-    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "data=toy_shards",
-                           f"data.urls={dst}", "data.resampled=false", "data.shuffle_buffer=0",
-                           "model.height=16", "model.width=16", "train.micro_batch_size=2", "train.max_steps=9",
-                           "train.ckpt_every=0"])
+    launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={out}",
+            "data=toy_shards",
+            f"data.urls={dst}",
+            "data.resampled=false",
+            "data.shuffle_buffer=0",
+            "model.height=16",
+            "model.width=16",
+            "train.micro_batch_size=2",
+            "train.max_steps=9",
+            "train.ckpt_every=0",
+        ]
+    )
     rows = [r for r in metrics(out) if "loss_cd" in r]
     assert len(rows) == 9
     assert rows[-1]["data_skipped"] == 2 and rows[-1]["data_seen"] == 20
@@ -156,9 +221,18 @@ def test_shard_stream_with_corrupt_samples_counts_exact_skips(tiny_teacher_dir, 
 
 def test_online_motion_guidance_runs_in_the_distillation_step(tiny_teacher_dir, tmp_path):
     out = tmp_path / "mg"
-    launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "guidance=motion",
-                           "guidance.reference=noise", "train.max_steps=3", "train.micro_batch_size=4",
-                           "train.ckpt_every=0"])
+    launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={out}",
+            "guidance=motion",
+            "guidance.reference=noise",
+            "train.max_steps=3",
+            "train.micro_batch_size=4",
+            "train.ckpt_every=0",
+        ]
+    )
     rows = [r for r in metrics(out) if "loss_cd" in r]
     assert len(rows) == 3 and all("mg_fraction" in r for r in rows)
     assert any(r["mg_fraction"] > 0 for r in rows)  # some samples fell in the guided half of the grid
@@ -179,18 +253,47 @@ def test_two_stage_precompute_then_train_without_teacher_forward(tiny_teacher_di
     src = tmp_path / "src"
     write_toy_shards(src, num_clips=4, shard_size=4, frames=4, size=32, seed=0, textured_fraction=0.0)
     pre = tmp_path / "pre"
-    common = [f"model.path={tiny_teacher_dir}", "model.num_frames=4", "model.height=32", "model.width=32",
-              "model.tiny.block_out_channels=[16,32]"]
-    r = subprocess.run([sys.executable, "-m", "t2vturbo.precompute", *common, "data=toy_shards",
-                        f"data.urls={src / 'toy-000000.tar'}", "data.resampled=false", f"precompute.out={pre}",
-                        f"output_dir={tmp_path / 'pre_run'}"],
-                       cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    common = [
+        f"model.path={tiny_teacher_dir}",
+        "model.num_frames=4",
+        "model.height=32",
+        "model.width=32",
+        "model.tiny.block_out_channels=[16,32]",
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "t2vturbo.precompute",
+            *common,
+            "data=toy_shards",
+            f"data.urls={src / 'toy-000000.tar'}",
+            "data.resampled=false",
+            f"precompute.out={pre}",
+            f"output_dir={tmp_path / 'pre_run'}",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     shards = sorted(pre.glob("*.tar"))
     assert shards
     out = tmp_path / "train"
-    launch_distill(TINY + common + [f"output_dir={out}", "data=precomputed", f"data.urls={shards[0]}",
-                                    "train.max_steps=2", "train.micro_batch_size=2", "train.ckpt_every=0"])
+    launch_distill(
+        TINY
+        + common
+        + [
+            f"output_dir={out}",
+            "data=precomputed",
+            f"data.urls={shards[0]}",
+            "train.max_steps=2",
+            "train.micro_batch_size=2",
+            "train.ckpt_every=0",
+        ]
+    )
     rows = [r for r in metrics(out) if "loss_cd" in r]
     assert len(rows) == 2 and all(r["loss_cd"] > 0 for r in rows)
 
@@ -213,7 +316,9 @@ def test_mixture_flags_reach_the_reward_term_and_motion_guidance(tiny_teacher_di
         w = wds.TarWriter(f, encoder=False, mtime=0.0)
         for s in wds.WebDataset(b_src, shardshuffle=False):
             meta = {**json.loads(s["json"]), "short": "short " + s["txt"].decode()}
-            w.write({"__key__": s["__key__"], "mp4": s["mp4"], "txt": s["txt"], "json": json.dumps(meta).encode()})
+            w.write(
+                {"__key__": s["__key__"], "mp4": s["mp4"], "txt": s["txt"], "json": json.dumps(meta).encode()}
+            )
         w.close()
     seen_reward, seen_mg = [], []
     orig_reward, orig_guided = RewardTerm.__call__, MotionGuidance.guided
@@ -228,18 +333,37 @@ def test_mixture_flags_reach_the_reward_term_and_motion_guidance(tiny_teacher_di
 
     monkeypatch.setattr(RewardTerm, "__call__", reward_call)
     monkeypatch.setattr(MotionGuidance, "guided", guided)
-    cfg = validate({
-        "output_dir": str(tmp_path / "run"),
-        "model": {"path": str(tiny_teacher_dir), "num_frames": 4, "height": 16, "width": 16},
-        "data": {"kind": "mixture", "shuffle_buffer": 0, "sources": [
-            {"name": "a", "urls": a, "weight": 1.0, "use_reward": True, "use_motion_guide": False},
-            {"name": "b", "urls": str(b), "weight": 1.0, "use_reward": False, "use_motion_guide": True,
-             "reward_caption_key": "short"}]},
-        "reward": {"weights": {"toy_color": 1.0}, "image_frames": 1},
-        "guidance": {"motion": True, "reference": "noise", "tau": 1.0},
-        "train": {"log_every": 1, "progress": False, "micro_batch_size": 4, "max_steps": 2, "ckpt_every": 0,
-                  "eval_every": 0},
-    })
+    cfg = validate(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "model": {"path": str(tiny_teacher_dir), "num_frames": 4, "height": 16, "width": 16},
+            "data": {
+                "kind": "mixture",
+                "shuffle_buffer": 0,
+                "sources": [
+                    {"name": "a", "urls": a, "weight": 1.0, "use_reward": True, "use_motion_guide": False},
+                    {
+                        "name": "b",
+                        "urls": str(b),
+                        "weight": 1.0,
+                        "use_reward": False,
+                        "use_motion_guide": True,
+                        "reward_caption_key": "short",
+                    },
+                ],
+            },
+            "reward": {"weights": {"toy_color": 1.0}, "image_frames": 1},
+            "guidance": {"motion": True, "reference": "noise", "tau": 1.0},
+            "train": {
+                "log_every": 1,
+                "progress": False,
+                "micro_batch_size": 4,
+                "max_steps": 2,
+                "ckpt_every": 0,
+                "eval_every": 0,
+            },
+        }
+    )
     metas = []
     orig_batch = DataFeed.batch
 
@@ -285,13 +409,27 @@ def test_skip_rate_above_the_limit_stops_with_the_last_checkpoint_intact(tiny_te
             info.size = len(data)
             tout.addfile(info, io.BytesIO(data))
     out = tmp_path / "run"
-    cfg = validate({
-        "output_dir": str(out),
-        "model": {"path": str(tiny_teacher_dir), "num_frames": 4, "height": 16, "width": 16},
-        "data": {"kind": "shards", "urls": str(dst), "resampled": False, "shuffle_buffer": 0, "max_skip_fraction": 0.2},
-        "train": {"log_every": 1, "progress": False, "micro_batch_size": 2, "max_steps": 20, "ckpt_every": 2,
-                  "eval_every": 0},
-    })
+    cfg = validate(
+        {
+            "output_dir": str(out),
+            "model": {"path": str(tiny_teacher_dir), "num_frames": 4, "height": 16, "width": 16},
+            "data": {
+                "kind": "shards",
+                "urls": str(dst),
+                "resampled": False,
+                "shuffle_buffer": 0,
+                "max_skip_fraction": 0.2,
+            },
+            "train": {
+                "log_every": 1,
+                "progress": False,
+                "micro_batch_size": 2,
+                "max_steps": 20,
+                "ckpt_every": 2,
+                "eval_every": 0,
+            },
+        }
+    )
     with pytest.raises(RuntimeError, match=r"max_skip_fraction=0.2.*00000010") as ei:
         Trainer(cfg).train()
     assert "empty_video" in str(ei.value)
@@ -312,8 +450,15 @@ def test_toy_teacher_stages_chain_and_stage_two_trains_the_noisy_end_only(tmp_pa
     prev = None
     for i, e in enumerate(stages, 1):
         out = tmp_path / str(i)
-        args = [f"experiment={e}", *TINY, f"output_dir={out}", "train.max_steps=2", "train.micro_batch_size=4",
-                "train.ckpt_every=0", f"train.export_dir={out / 'export'}"]
+        args = [
+            f"experiment={e}",
+            *TINY,
+            f"output_dir={out}",
+            "train.max_steps=2",
+            "train.micro_batch_size=4",
+            "train.ckpt_every=0",
+            f"train.export_dir={out / 'export'}",
+        ]
         if prev is not None:
             args.append(f"model.path={prev}")
         launch_distill(args)
@@ -324,5 +469,6 @@ def test_toy_teacher_stages_chain_and_stage_two_trains_the_noisy_end_only(tmp_pa
         prev = out / "export"
         meta = json.loads((prev / "t2vturbo_teacher.json").read_text())
         assert meta["config"]["experiment_name"] == e and meta["config"]["model"]["path"] == (
-            None if i == 1 else str(tmp_path / str(i - 1) / "export"))
+            None if i == 1 else str(tmp_path / str(i - 1) / "export")
+        )
     assert UNet3DBackbone.from_pretrained(prev).prediction_type == "sample"

@@ -48,8 +48,16 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def slurm_conf(d: Path, host: str, cpus: int, ctld_port: int, slurmd_port: int, user: str,
-               first_job_id: int = 1, munge_sock: str | None = None) -> str:
+def slurm_conf(
+    d: Path,
+    host: str,
+    cpus: int,
+    ctld_port: int,
+    slurmd_port: int,
+    user: str,
+    first_job_id: int = 1,
+    munge_sock: str | None = None,
+) -> str:
     munge_sock = munge_sock or f"{d}/munge/munge.socket"
     # A random first job id: MASTER_PORT is derived from the job id, so two test clusters on one
     # machine do not hand the same port to their first jobs.
@@ -121,9 +129,19 @@ class Cluster:
         env = dict(os.environ, SLURM_CONF=str(conf))
         env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin"])
         self.env = env
-        self._spawn("munged", [_which("munged"), "-F", "--force", f"--socket={sock}", f"--key-file={key}",
-                                f"--log-file={d}/log/munged.log", f"--pid-file={d}/munge/munged.pid",
-                                f"--seed-file={d}/munge/munged.seed"])
+        self._spawn(
+            "munged",
+            [
+                _which("munged"),
+                "-F",
+                "--force",
+                f"--socket={sock}",
+                f"--key-file={key}",
+                f"--log-file={d}/log/munged.log",
+                f"--pid-file={d}/munge/munged.pid",
+                f"--seed-file={d}/munge/munged.seed",
+            ],
+        )
         self._wait(lambda: sock.exists(), timeout, "munged socket")
         self._spawn("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(conf)])
         self._wait(lambda: self._ok(["scontrol", "ping"]), timeout, "slurmctld")
@@ -133,15 +151,18 @@ class Cluster:
 
     def _spawn(self, name, argv):
         log = open(self.root / "log" / f"{name}.stdout", "ab")
-        self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _ok(self, argv) -> bool:
         r = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=30)
         return r.returncode == 0 and "DOWN" not in r.stdout
 
     def _idle(self) -> bool:
-        r = subprocess.run(["sinfo", "-h", "-o", "%t"], env=self.env, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], env=self.env, capture_output=True, text=True, timeout=30
+        )
         return r.returncode == 0 and r.stdout.strip() == "idle"
 
     def _wait(self, cond, timeout, what):
@@ -149,7 +170,9 @@ class Cluster:
         while time.time() - t0 < timeout:
             for name, p in self.procs.items():
                 if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {p.returncode} while waiting for {what}:\n{self.logs()}")
+                    raise RuntimeError(
+                        f"{name} exited with {p.returncode} while waiting for {what}:\n{self.logs()}"
+                    )
             if cond():
                 return
             time.sleep(0.2)
@@ -164,11 +187,18 @@ class Cluster:
     def stop(self):
         if self.env and self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
             # cancel what is left (a failed test's job) so that no job processes outlive the cluster
-            subprocess.run(["scancel", "--full", "--partition", PARTITION], env=self.env, capture_output=True, timeout=30)
+            subprocess.run(
+                ["scancel", "--full", "--partition", PARTITION], env=self.env, capture_output=True, timeout=30
+            )
             t0 = time.time()
             while time.time() - t0 < 40:
-                r = subprocess.run(["squeue", "-h", "-t", "RUNNING,COMPLETING"], env=self.env, capture_output=True,
-                                   text=True, timeout=30)
+                r = subprocess.run(
+                    ["squeue", "-h", "-t", "RUNNING,COMPLETING"],
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
                 if r.returncode != 0 or not r.stdout.strip():
                     break
                 time.sleep(0.5)
@@ -190,8 +220,10 @@ class Cluster:
 def skip_reason() -> str | None:
     missing = missing_binaries()
     if missing:
-        return (f"Slurm test cluster needs {', '.join(missing)}: apt-get install -y slurm-wlm munge "
-                "(.ci/run does this; as root)")
+        return (
+            f"Slurm test cluster needs {', '.join(missing)}: apt-get install -y slurm-wlm munge "
+            "(.ci/run does this; as root)"
+        )
     if os.geteuid() != 0:
         return "Slurm test cluster needs root (slurmd starts job steps as the submitting user)"
     return None
@@ -199,8 +231,9 @@ def skip_reason() -> str | None:
 
 def job_info(env: dict, job_id: str) -> dict[str, str]:
     """``scontrol show job -o`` as a dict (JobState, Restarts, ExitCode, ...); {} once it is gone."""
-    r = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], env=env, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        ["scontrol", "show", "job", "-o", str(job_id)], env=env, capture_output=True, text=True, timeout=60
+    )
     if r.returncode != 0:
         return {}
     out = {}

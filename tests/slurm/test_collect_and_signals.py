@@ -26,8 +26,14 @@ def _write_run(d: Path, steps, overrides, done=True):
 
 def test_collect_dedupes_and_tabulates(tmp_path):
     # run 0 was killed hard after step 3 (checkpoint at 2): steps 3 was redone by the resumed run
-    _write_run(tmp_path / "0", [(1, 1.0), (2, 0.9), (3, 0.8), (3, 0.7), (4, 0.6)], ["experiment=toy", "reward.weights.toy_color=0"])
-    _write_run(tmp_path / "1", [(1, 1.0), (2, 0.5)], ["experiment=toy", "reward.weights.toy_color=0.5"], done=False)
+    _write_run(
+        tmp_path / "0",
+        [(1, 1.0), (2, 0.9), (3, 0.8), (3, 0.7), (4, 0.6)],
+        ["experiment=toy", "reward.weights.toy_color=0"],
+    )
+    _write_run(
+        tmp_path / "1", [(1, 1.0), (2, 0.5)], ["experiment=toy", "reward.weights.toy_color=0.5"], done=False
+    )
     rows = collect.read_metrics(tmp_path / "0" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[2]["loss"] == 0.7
     runs = collect.collect(tmp_path)
@@ -41,8 +47,18 @@ def test_collect_dedupes_and_tabulates(tmp_path):
 
 def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tiny_teacher_dir, tmp_path):
     out = tmp_path / "run"
-    procs = launch_distill(TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "train.max_steps=200",
-                                   "train.ckpt_every=0", "train.micro_batch_size=2"], nproc=2, wait=False)
+    procs = launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={out}",
+            "train.max_steps=200",
+            "train.ckpt_every=0",
+            "train.micro_batch_size=2",
+        ],
+        nproc=2,
+        wait=False,
+    )
     t0 = time.time()
     while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 2:
         assert time.time() - t0 < 300 and all(p.poll() is None for p in procs), "training did not start"
@@ -63,9 +79,19 @@ def test_slurm_env_ignores_inherited_master_port_and_rank():
     decide the job's rendezvous (it did, and two jobs fought over one port)."""
     from t2vturbo.distill import slurm_dist_env
 
-    env = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NTASKS": "2",
-           "SLURM_TASKS_PER_NODE": "2", "SLURM_JOB_ID": "123456", "MASTER_PORT": "35019", "RANK": "0",
-           "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "10.0.0.9"}
+    env = {
+        "SLURM_STEP_ID": "0",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_TASKS_PER_NODE": "2",
+        "SLURM_JOB_ID": "123456",
+        "MASTER_PORT": "35019",
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "10.0.0.9",
+    }
     out = slurm_dist_env(env)
     assert out["RANK"] == "1" and out["WORLD_SIZE"] == "2" and out["LOCAL_WORLD_SIZE"] == "2"
     assert out["MASTER_PORT"] == str(10000 + 123456 % 20000) and out["MASTER_ADDR"] != "10.0.0.9"

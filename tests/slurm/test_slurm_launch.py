@@ -33,10 +33,15 @@ def slurm_env(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("slurm"))
     try:
         env = c.start()
-        env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", T2V_PYTHON=sys.executable, T2V_POLL_S="1",
-                   # the report at the end of each distill job, small (its defaults take ~1 min on a tiny student)
-                   T2V_REPORT_ARGS="--num-prompts 2 --samples-per-prompt 1 --reference-steps 2 "
-                   "--guidance-response-prompts 2")
+        env.update(
+            OMP_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+            T2V_PYTHON=sys.executable,
+            T2V_POLL_S="1",
+            # the report at the end of each distill job, small (its defaults take ~1 min on a tiny student)
+            T2V_REPORT_ARGS="--num-prompts 2 --samples-per-prompt 1 --reference-steps 2 "
+            "--guidance-response-prompts 2",
+        )
         env["T2V_TEST_SLURM_ROOT"] = str(c.root)
         yield env
     finally:
@@ -44,15 +49,26 @@ def slurm_env(tmp_path_factory):
 
 
 def make(env, *args, timeout=600):
-    r = subprocess.run(["make", "-o", "setup", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run(
+        ["make", "-o", "setup", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     return r
 
 
 def make_distill(env, overrides, *extra, timeout=600):
     """`make distill LAUNCHER=slurm` with 2 CPU tasks; ARGS is a shell-quoted command line."""
-    return make(env, "distill", "LAUNCHER=slurm", "GPUS=0", "TASKS_PER_NODE=2", "CPUS_PER_TASK=1",
-                "TIME=00:30:00", "ARGS=" + " ".join(shlex.quote(o) for o in overrides), *extra, timeout=timeout)
+    return make(
+        env,
+        "distill",
+        "LAUNCHER=slurm",
+        "GPUS=0",
+        "TASKS_PER_NODE=2",
+        "CPUS_PER_TASK=1",
+        "TIME=00:30:00",
+        "ARGS=" + " ".join(shlex.quote(o) for o in overrides),
+        *extra,
+        timeout=timeout,
+    )
 
 
 def job_id(make_out: str) -> str:
@@ -68,8 +84,15 @@ def metrics(out: Path) -> list[dict]:
 
 def base(teacher, out, steps):
     # guidance=cfg: these tests are about launching; experiment=toy's motion guidance is tested elsewhere
-    return TINY + [f"model.path={teacher}", f"output_dir={out}", f"train.max_steps={steps}", "data=toy", "guidance=cfg",
-                   "train.micro_batch_size=2", "objective.target=student"]
+    return TINY + [
+        f"model.path={teacher}",
+        f"output_dir={out}",
+        f"train.max_steps={steps}",
+        "data=toy",
+        "guidance=cfg",
+        "train.micro_batch_size=2",
+        "objective.target=student",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +121,9 @@ def test_make_distill_slurm_two_tasks(two_task_run):
     _, _, meta = load_student(out)
     assert meta["step"] == 4
     # the job ends with the run's report (t2vturbo.eval.report) of the student it exported
-    assert f"report of {out}" in text and "ToyBench student steps=4" in text and "report exited with 0" in text
+    assert (
+        f"report of {out}" in text and "ToyBench student steps=4" in text and "report exited with 0" in text
+    )
     assert json.loads((out / "report.json").read_text())["train_step"] == 4
 
 
@@ -132,8 +157,10 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tiny_teacher_dir, tmp_
             if info.get("JobState") in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
                 break
             time.sleep(0.2)
-        raise AssertionError(f"{what}: job {job_info(slurm_env, jid)}\n{log.read_text() if log.exists() else ''}\n"
-                             f"{Cluster(slurm_env['T2V_TEST_SLURM_ROOT']).logs(tail=6000)}")
+        raise AssertionError(
+            f"{what}: job {job_info(slurm_env, jid)}\n{log.read_text() if log.exists() else ''}\n"
+            f"{Cluster(slurm_env['T2V_TEST_SLURM_ROOT']).logs(tail=6000)}"
+        )
 
     # preempt once it trains (metrics written), like Slurm does 120 s before the time limit
     wait_for(lambda i: len(metrics(out)) >= 2, "training did not start")
@@ -166,9 +193,22 @@ def test_submitit_multirun_and_collect(slurm_env, tiny_teacher_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
     t0 = time.time()
-    cmd = [sys.executable, "-m", "t2vturbo.distill", "-m", *TINY, f"model.path={tiny_teacher_dir}", "data=toy",
-           "train.max_steps=2", "train.micro_batch_size=2", "reward=toy", "reward.weights.toy_color=0,0.5",
-           "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}", "hydra.launcher.timeout_min=20"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "t2vturbo.distill",
+        "-m",
+        *TINY,
+        f"model.path={tiny_teacher_dir}",
+        "data=toy",
+        "train.max_steps=2",
+        "train.micro_batch_size=2",
+        "reward=toy",
+        "reward.weights.toy_color=0,0.5",
+        "hydra/launcher=slurm",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.launcher.timeout_min=20",
+    ]
     env = dict(slurm_env, T2V_GPUS_PER_NODE="0", T2V_TASKS_PER_NODE="1", T2V_CPUS_PER_TASK="1")
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sweep.glob(".submitit/*/*.out"))
@@ -179,14 +219,26 @@ def test_submitit_multirun_and_collect(slurm_env, tiny_teacher_dir, tmp_path):
         assert f"reward.weights.toy_color={w}" in (run / ".hydra" / "overrides.yaml").read_text()
         assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2]
         assert (run / "export" / "student.safetensors").exists()
-    r = subprocess.run([sys.executable, "-m", "t2vturbo.collect", str(sweep), "--markdown"], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "t2vturbo.collect", str(sweep), "--markdown"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("| run | reward.weights.toy_color | status | step | loss"), r.stdout
-    assert lines[2].startswith("| 0 | 0 | done | 2 |") and lines[3].startswith("| 1 | 0.5 | done | 2 |"), r.stdout
-    r = subprocess.run([sys.executable, "-m", "t2vturbo.collect", str(sweep), "--csv", str(tmp_path / "t.csv")],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert lines[2].startswith("| 0 | 0 | done | 2 |") and lines[3].startswith("| 1 | 0.5 | done | 2 |"), (
+        r.stdout
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "t2vturbo.collect", str(sweep), "--csv", str(tmp_path / "t.csv")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and len((tmp_path / "t.csv").read_text().splitlines()) == 3
 
 
@@ -195,11 +247,36 @@ def test_array_job_writes_toy_shards(slurm_env, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     r = subprocess.run(
-        ["sbatch", "--parsable", "--wait", "--array=0-1", "--cpus-per-task=1", f"--output={logs}/%x-%A_%a.out",
-         f"--chdir={REPO}", str(REPO / "launch" / "array.sbatch"), sys.executable, "-m", "data_recipes.toy_world",
-         "--out", f"{out}/part-{{i}}", "--num-clips", "2", "--shard-size", "1", "--frames", "4", "--size", "16",
-         "--seed", "{i}"],
-        env=slurm_env, capture_output=True, text=True, timeout=300)
+        [
+            "sbatch",
+            "--parsable",
+            "--wait",
+            "--array=0-1",
+            "--cpus-per-task=1",
+            f"--output={logs}/%x-%A_%a.out",
+            f"--chdir={REPO}",
+            str(REPO / "launch" / "array.sbatch"),
+            sys.executable,
+            "-m",
+            "data_recipes.toy_world",
+            "--out",
+            f"{out}/part-{{i}}",
+            "--num-clips",
+            "2",
+            "--shard-size",
+            "1",
+            "--frames",
+            "4",
+            "--size",
+            "16",
+            "--seed",
+            "{i}",
+        ],
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = "\n".join(p.read_text() for p in logs.glob("*.out"))
     assert r.returncode == 0, r.stdout + r.stderr + text
     from t2vturbo.data.shards import expand_shard_urls

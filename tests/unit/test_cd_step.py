@@ -15,7 +15,11 @@ class Teacher(torch.nn.Module):
     """eps(z, t, c) = 0.3 z + 0.01 t/1000 + mean(c)  (cond and uncond differ through c)."""
 
     def forward(self, z, t, c):
-        return 0.3 * z + 0.01 * t.float().reshape(-1, 1, 1, 1, 1) / 1000 + c.mean(dim=(1, 2)).reshape(-1, 1, 1, 1, 1)
+        return (
+            0.3 * z
+            + 0.01 * t.float().reshape(-1, 1, 1, 1, 1) / 1000
+            + c.mean(dim=(1, 2)).reshape(-1, 1, 1, 1, 1)
+        )
 
 
 class Student(torch.nn.Module):
@@ -46,8 +50,13 @@ class FakeBackbone(SimpleNamespace):
 def make_bb(prediction_type="epsilon", cond=None):
     betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
     ac = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
-    return FakeBackbone(alphas_cumprod=ac, prediction_type=prediction_type, num_train_timesteps=1000, teacher=Teacher(),
-                        cond=cond if cond is not None else torch.zeros(2, 1, 1))
+    return FakeBackbone(
+        alphas_cumprod=ac,
+        prediction_type=prediction_type,
+        num_train_timesteps=1000,
+        teacher=Teacher(),
+        cond=cond if cond is not None else torch.zeros(2, 1, 1),
+    )
 
 
 def batch_of(z0, positions):
@@ -74,7 +83,9 @@ def reference_loss(bb, z0, cond, uncond, d, student, target, skip=1, c=0.001):
         z_prev = a_e * x0_hat + s_e * eps_hat
 
         def f(net, zz, t, a, s, i=i, w=w):
-            out = net(zz[None].float(), torch.tensor([t]), cond[i : i + 1], torch.tensor([w]), torch.zeros(1)).double()[0]
+            out = net(
+                zz[None].float(), torch.tensor([t]), cond[i : i + 1], torch.tensor([w]), torch.zeros(1)
+            ).double()[0]
             x0 = (zz - s * out) / a
             c_skip = 0.25 / ((10 * t) ** 2 + 0.25)
             c_out = 10 * t / math.sqrt((10 * t) ** 2 + 0.25)
@@ -127,7 +138,11 @@ def test_teacher_step_w0_is_conditional_ddim_and_lcm_vs_imagen():
     assert torch.allclose(w0, expected, atol=1e-5)
     obj_im = ConsistencyDistillation(ConsistencyDistillationConfig(guidance_form="imagen"), bb, seed=0)
     w = torch.tensor([3.0, 6.0])
-    assert torch.allclose(obj.teacher_step(z, ts, te, cond, uncond, w), obj_im.teacher_step(z, ts, te, cond, uncond, w + 1), atol=1e-5)
+    assert torch.allclose(
+        obj.teacher_step(z, ts, te, cond, uncond, w),
+        obj_im.teacher_step(z, ts, te, cond, uncond, w + 1),
+        atol=1e-5,
+    )
 
 
 def test_motion_guidance_score_is_applied():
@@ -139,7 +154,8 @@ def test_motion_guidance_score_is_applied():
     ts, te = torch.tensor([504, 504]), torch.tensor([499, 499])
     base = obj.teacher_step(z, ts, te, cond, uncond, torch.ones(2))
     obj.motion_guidance = SimpleNamespace(
-        lam=2.0, score=lambda z_t, t, c, batch: (torch.ones_like(z_t), torch.tensor([True, False])))
+        lam=2.0, score=lambda z_t, t, c, batch: (torch.ones_like(z_t), torch.tensor([True, False]))
+    )
     shifted = obj.teacher_step(z, ts, te, cond, uncond, torch.ones(2))
     s_e = (1 - bb.alphas_cumprod[499]).sqrt()
     c_t = (1 - bb.alphas_cumprod[504].sqrt()).sqrt()

@@ -34,7 +34,9 @@ SHAPE = (2, 4, 3, 4, 4)
 
 def _pair(seed=0, shape=SHAPE):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+    return torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(
+        shape, generator=g, dtype=torch.float64
+    )
 
 
 @pytest.mark.parametrize("shift", [1.0, 3.0, 5.0, 8.0])
@@ -239,4 +241,3 @@ def test_consistency_sampler_generator_and_grad_window():
     # grad_last=1: gradient flows through the last step only (the earlier ones ran under no_grad)
     out = flow_consistency_sample(model, SHAPE, sig, noise=n, grad_last=1)
     assert out.requires_grad
-

@@ -57,7 +57,10 @@ def test_latest_tag_and_prune(tmp_path):
     (tmp_path / "latest").write_text(ckpt.tag_for(3))
     assert ckpt.latest_tag(tmp_path) == "step-00000003"
     ckpt.prune(tmp_path, keep=2)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("step-")) == ["step-00000002", "step-00000003"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("step-")) == [
+        "step-00000002",
+        "step-00000003",
+    ]
     (tmp_path / "latest").write_text("step-00000009")
     with pytest.raises(RuntimeError, match="incomplete"):
         ckpt.latest_tag(tmp_path)
@@ -100,16 +103,23 @@ def test_hydra_tree_composes_and_validates():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        for overrides in ([], ["experiment=toy"], ["experiment=toy_teacher"], ["deepspeed=zero3", "objective=diffusion"],
-                          ["model=modelscope", "model.path=/x"]):
+        for overrides in (
+            [],
+            ["experiment=toy"],
+            ["experiment=toy_teacher"],
+            ["deepspeed=zero3", "objective=diffusion"],
+            ["model=modelscope", "model.path=/x"],
+        ):
             cfg = validate(compose(config_name="config", overrides=overrides))
             assert cfg.objective.name == "diffusion" or cfg.objective.guidance_form == "lcm"
         cfg = validate(compose(config_name="config", overrides=["experiment=toy_teacher"]))
         assert cfg.objective.name == "diffusion" and cfg.model.tiny.prediction_type == "sample"
         assert cfg.model.tiny.text_token_std == 1.0 and list(cfg.data.directions) == ["left", "up", "still"]
         # the three toy-teacher stages chain: each starts from the previous stage's export
-        stages = [validate(compose(config_name="config", overrides=[f"experiment={e}"]))
-                  for e in ("toy_teacher", "toy_teacher_direction", "toy_teacher_finish")]
+        stages = [
+            validate(compose(config_name="config", overrides=[f"experiment={e}"]))
+            for e in ("toy_teacher", "toy_teacher_direction", "toy_teacher_finish")
+        ]
         assert [s.objective.min_timestep for s in stages] == [0, 800, 0]
         assert [s.data.directions for s in stages[1:]] == [None, None]
         for prev, nxt in zip(stages, stages[1:]):
@@ -120,7 +130,9 @@ def test_hydra_tree_composes_and_validates():
 def test_draws_depend_only_on_seed_and_position():
     a = draw([0, 1, 2, 3], (2, 2, 1, 1), seed=7, n_index=200, w_min=5, w_max=15, drop_p=0.5)
     b = draw([2, 3], (2, 2, 1, 1), seed=7, n_index=200, w_min=5, w_max=15, drop_p=0.5)
-    assert torch.equal(a.noise[2:], b.noise) and torch.equal(a.index[2:], b.index) and torch.equal(a.w[2:], b.w)
+    assert (
+        torch.equal(a.noise[2:], b.noise) and torch.equal(a.index[2:], b.index) and torch.equal(a.w[2:], b.w)
+    )
     c = draw([0, 1, 2, 3], (2, 2, 1, 1), seed=8, n_index=200, w_min=5, w_max=15, drop_p=0.5)
     assert not torch.equal(a.noise, c.noise)
     big = draw(list(range(400)), (1,), seed=0, n_index=200, w_min=5, w_max=15, drop_p=0.25)
