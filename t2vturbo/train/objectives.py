@@ -95,12 +95,16 @@ def build_objective(cfg, backbone, ctx: RunContext) -> Objective:
     return builder(cfg, backbone, ctx)
 
 
-def student_module(cfg, backbone) -> nn.Module:
-    """A fresh student of ``backbone`` (equal to the teacher), with LoRA adapters when ``model.lora``."""
+def student_module(cfg, backbone, init_from=None) -> nn.Module:
+    """A trainable student of ``backbone``: equal to the teacher, or loaded from the student export
+    ``init_from``; with LoRA adapters when ``model.lora.enabled`` (only they and the w/eta projections train)."""
     module = backbone.make_student()
+    if init_from:
+        StudentExport.resolve(init_from).load_into(module, teacher_path=getattr(backbone, "model_dir", None))
     lcfg = cfg.model.lora
     if lcfg.enabled:
         add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+    mark_trainable(module, lcfg.enabled)
     return module
 
 
@@ -242,7 +246,6 @@ def build_consistency_distillation(cfg, bb, ctx: RunContext) -> ConsistencyDisti
     if cfg.reward.weights:
         obj.reward_term = reward_term(cfg, bb, ctx)
     obj.module = student_module(cfg, bb)
-    mark_trainable(obj.module, cfg.model.lora.enabled)
     if cfg.data.precomputed:  # the teacher only initialised the student (and the export): off the GPU
         bb.teacher.to("cpu")
     if o.target == "ema":
@@ -321,17 +324,12 @@ def build_reward_finetune(cfg, bb, ctx: RunContext):
     obj.reward_term = reward_term(cfg, bb, ctx)
     obj.trains_student = o.finetune == "student"
     if obj.trains_student:
-        module = bb.make_student()
-        if o.init_from:
-            StudentExport.resolve(o.init_from).load_into(module, teacher_path=getattr(bb, "model_dir", None))
-        if lcfg.enabled:
-            add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+        obj.module = student_module(cfg, bb, o.init_from)
     else:  # a copy: bb.teacher stays the clean frozen teacher (the export merges into a copy of it)
-        module = bb.trainable_teacher(clone=True)
+        obj.module = bb.trainable_teacher(clone=True)
         if lcfg.enabled:
-            add_lora(module.unet, lcfg.rank, lcfg.alpha, lcfg.target_modules)
-    mark_trainable(module, lcfg.enabled)
-    obj.module = module
+            add_lora(obj.module.unet, lcfg.rank, lcfg.alpha, lcfg.target_modules)
+        mark_trainable(obj.module, lcfg.enabled)
     if ctx.rank == 0:
         log.info(
             "reward fine-tuning (VADER mode) of the %s: %d sampling steps, gradient through the last %s; "
