@@ -48,6 +48,11 @@ class MetricLogger:
         strip = torch.cat(list(video.clamp(-1, 1)), dim=-1)  # [3, H, F*W]
         self.tb.add_image(tag, (strip + 1) / 2, step)
 
+    def flush(self):
+        """Write tensorboard's buffered events now (before the process may be killed, e.g. a requeue)."""
+        if self.enabled:
+            self.tb.flush()
+
     def close(self):
         if self.enabled:
             self.tb.flush()

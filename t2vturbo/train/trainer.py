@@ -181,7 +181,7 @@ class Trainer:
                         self.step,
                     )
                 if self.step < tc.max_steps:
-                    self.preemption.requeue(self.step, flush=self.logger.tb.flush)
+                    self.preemption.requeue(self.step, flush=self.logger.flush)
                 break
         if bar is not None:
             bar.close()
