@@ -25,22 +25,7 @@ __all__ = [
     "load_student",
     "sample_student",
     "sample_teacher",
-    "student_inputs",
 ]
-
-
-@torch.no_grad()
-def student_inputs(bb, net, prompts, guidance, eta, num_frames, height, width, seed):
-    """What the student sampler starts from: (cond, w [B], eta [B], latent shape, the seeded CPU
-    generator, initial noise drawn from it first, the network's dtype)."""
-    cond = bb.encode_text(list(prompts))
-    b = cond.shape[0]
-    w = torch.full((b,), float(guidance))
-    e = torch.full((b,), float(eta))
-    shape = (b, *bb.latent_shape(num_frames, height, width))
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.randn(shape, generator=g)
-    return cond, w, e, shape, g, noise, next(net.parameters()).dtype
 
 
 def sample_student(
@@ -62,9 +47,14 @@ def sample_student(
     """Videos [B, F, 3, H, W] in [-1, 1] from the student in ``steps`` consistency steps on the
     ``num_ddim_timesteps``-point grid it was distilled on (one network pass per step; every family)."""
     param = Parameterisation.of(bb)
-    cond, w, e, shape, g, noise, dtype = student_inputs(
-        bb, net, prompts, guidance, eta, num_frames, height, width, seed
-    )
+    with torch.no_grad():
+        cond = bb.encode_text(list(prompts))
+    b = cond.shape[0]
+    w, e = torch.full((b,), float(guidance)), torch.full((b,), float(eta))
+    shape = (b, *bb.latent_shape(num_frames, height, width))
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn(shape, generator=g)  # drawn first; the sampler's re-noising continues the stream
+    dtype = next(net.parameters()).dtype
 
     def model(z, t):
         return net(z.to(dtype), param.net_time(t), cond, w, e).float()
