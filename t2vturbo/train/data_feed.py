@@ -63,6 +63,10 @@ def build_dataset(cfg):
     raise ValueError(f"data.kind={d.kind!r}: available: toy, shards, mixture")
 
 
+class EmptyStreamError(RuntimeError):
+    """A finite stream produced no micro-batch in a whole epoch."""
+
+
 class DataFeed:
     """``feed.batch(micro)``: the micro-batch number ``micro`` of this rank. Its ``positions`` (the global
     sample positions ``(micro * world + rank) * mb + i``) key every random draw of the step; map-style
@@ -89,9 +93,24 @@ class DataFeed:
         )
         epoch = 0
         while True:
-            yield from loader
+            n = 0
+            for b in loader:
+                n += 1
+                yield b
+            if n == 0:  # a finite stream that cannot fill one micro-batch would loop here for ever
+                raise EmptyStreamError(
+                    f"data: a whole pass over the (finite, data.resampled=false) shard list yielded no micro-batch "
+                    f"of {self.mb} samples on rank {self.rank}: check data.urls ({self._urls()}) and the skipped "
+                    f"samples ({self.stats().get('data_first_skips') or 'none recorded'})"
+                )
             epoch += 1  # a finite (not resampled) stream: next epoch
             self.dataset.set_epoch(epoch)
+
+    def _urls(self) -> str:
+        d = self.cfg.data
+        if d.kind == "mixture":
+            return "; ".join(f"{s.name}: {s.urls}" for s in d.sources)
+        return str(d.urls)
 
     def batch(self, micro: int) -> dict:
         positions = self.positions(micro)
