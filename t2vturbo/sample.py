@@ -152,24 +152,34 @@ def main(argv=None):
     ap.add_argument("--width", type=int, help="default: the training run's")
     args = ap.parse_args(argv)
 
+    if any(not p.strip() for p in args.prompt):
+        ap.error("--prompt must not be empty (an empty prompt is the unconditional input, not a request)")
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += [ln.strip() for ln in Path(args.prompts_file).read_text().splitlines() if ln.strip()]
     if not prompts:
         ap.error("give at least one --prompt or a --prompts-file")
-    try:
+    if args.steps is None:
+        args.steps = 50 if args.teacher else 4
+    if args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
+    try:  # everything is checked before any weights are read
         if args.teacher:
             bb, meta = load_teacher(args.checkpoint, args.device)
             net = None
         else:
             ex = StudentExport.resolve(args.checkpoint)
+            n = int(ex.get("num_ddim_timesteps"))
+            if args.steps > n:
+                ap.error(
+                    f"--steps must be in [1, {n}] for this student (distilled on a {n}-point grid), "
+                    f"got {args.steps}"
+                )
             (bb, net), meta = ex.load(args.device), ex.meta
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     ex = StudentExport(Path(), meta)
-    if args.steps is None:
-        args.steps = 50 if args.teacher else 4
     size, cm = ex.sampling_kwargs()
     kw = dict(
         num_frames=args.num_frames or size["num_frames"],

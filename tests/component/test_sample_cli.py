@@ -357,3 +357,36 @@ def test_one_step_equals_boundary_form_by_hand(loaded, guidance, eta):
     with torch.no_grad():
         out_w0 = net(z, t, cond, torch.zeros(2), torch.zeros(2))
     assert (out - out_w0).abs().max() > 0
+
+
+@pytest.mark.parametrize("steps", ["0", "1000"])
+def test_student_steps_out_of_range_fail_before_loading(export, tmp_path, capsys, monkeypatch, steps):
+    """--steps outside [1, N] (N: the student's grid) is an argparse error, and no weights are read."""
+    from t2vturbo.student_export import StudentExport
+
+    def no_load(self, device="cpu"):
+        raise AssertionError("the student was loaded before --steps was checked")
+
+    monkeypatch.setattr(StudentExport, "load", no_load)
+    with pytest.raises(SystemExit) as ei:
+        main(
+            [
+                "--checkpoint",
+                str(export[0]),
+                "--prompt",
+                PROMPTS[0],
+                "--steps",
+                steps,
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+    assert ei.value.code == 2
+    assert "--steps must be" in capsys.readouterr().err
+
+
+def test_empty_prompt_is_an_argparse_error(export, tmp_path, capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["--checkpoint", str(export[0]), "--prompt", " ", "--out", str(tmp_path / "s")])
+    assert ei.value.code == 2
+    assert "--prompt must not be empty" in capsys.readouterr().err
