@@ -374,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bb, net, meta, ckpt = load_model(args.checkpoint, args.teacher, args.device)
     except FileNotFoundError as e:
-        print(str(e).strip("'\""), file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     baselines = {}
     for f in args.baseline:

@@ -647,3 +647,11 @@ def test_run_toybench_restores_train_mode(tiny_dirs):
 def test_cli_missing_checkpoint(tmp_path, capsys):
     assert tb.main(["--teacher", "--checkpoint", str(tmp_path), "--steps", "1"]) == 2
     assert "neither a teacher folder" in capsys.readouterr().err
+
+
+def test_cli_missing_checkpoint_names_the_path_whole(tmp_path, capsys):
+    """The error quotes the path as given (the first quote used to be stripped off)."""
+    missing = tmp_path / "no such dir"
+    assert tb.main(["--checkpoint", str(missing), "--num-prompts", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {str(missing)!r} is not a t2vturbo student" in err
