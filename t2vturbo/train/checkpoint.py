@@ -75,8 +75,40 @@ def latest_tag(ckpt_dir: str | os.PathLike) -> str | None:
     return tag
 
 
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (typically a full disk); the previous checkpoint is intact."""
+
+
+def _any_rank(flag: bool) -> bool:
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0.5)
+
+
+def _write_failed(ckpt_dir: Path, tmp: Path, tag: str, err: BaseException | None) -> CheckpointWriteError:
+    try:
+        free = f"{shutil.disk_usage(ckpt_dir).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    try:
+        prev = latest_tag(ckpt_dir)
+    except RuntimeError:
+        prev = None
+    what = f"{type(err).__name__}: {err}" if err is not None else "on another rank"
+    return CheckpointWriteError(
+        f"writing checkpoint {tag} into {ckpt_dir} failed ({what}); {free} there: a full disk is the usual cause. "
+        f"The previous checkpoint ({ckpt_dir / prev if prev else 'none'}) is intact; the partial {tmp.name} was "
+        "removed. Free some space (or set train.keep_checkpoints lower) and rerun: the run resumes from it."
+    )
+
+
 def save(engine, ckpt_dir, step: int, state: dict, ema=None, keep: int = 2):
-    """Collective: every rank calls it."""
+    """Collective: every rank calls it. A failed write (e.g. a full disk) on any rank removes the partial
+    ``.tmp-step-N`` and raises :class:`CheckpointWriteError` on every rank; ``latest`` still names the
+    previous checkpoint."""
     ckpt_dir = Path(ckpt_dir)
     tag = tag_for(step)
     tmp_tag = ".tmp-" + tag
@@ -85,17 +117,26 @@ def save(engine, ckpt_dir, step: int, state: dict, ema=None, keep: int = 2):
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(ckpt_dir / tmp_tag, ignore_errors=True)
     _barrier()
-    engine.save_checkpoint(str(ckpt_dir), tag=tmp_tag, save_latest=False)
     d = ckpt_dir / tmp_tag
-    (d / f"rng_rank{rank}.json").write_text(json.dumps(rng_state()))
-    _barrier()
+    err = None
+    try:
+        engine.save_checkpoint(str(ckpt_dir), tag=tmp_tag, save_latest=False)
+        (d / f"rng_rank{rank}.json").write_text(json.dumps(rng_state()))
+        if rank == 0:
+            if ema is not None:
+                save_file(
+                    {k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()},
+                    str(d / "ema.safetensors"),
+                )
+            (d / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as "[enforce fail ...] unexpected pos"
+        err = e
+    if _any_rank(err is not None):
+        if rank == 0:
+            shutil.rmtree(d, ignore_errors=True)
+        _barrier()
+        raise _write_failed(ckpt_dir, d, tag, err) from err
     if rank == 0:
-        if ema is not None:
-            save_file(
-                {k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()},
-                str(d / "ema.safetensors"),
-            )
-        (d / "trainer_state.json").write_text(json.dumps(state, indent=2))
         final = ckpt_dir / tag
         shutil.rmtree(final, ignore_errors=True)
         os.replace(d, final)

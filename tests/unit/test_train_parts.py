@@ -1,6 +1,7 @@
 """EMA, checkpoint bookkeeping, config validation, per-sample draws: independent computations."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,6 +65,34 @@ def test_latest_tag_and_prune(tmp_path):
     (tmp_path / "latest").write_text("step-00000009")
     with pytest.raises(RuntimeError, match="incomplete"):
         ckpt.latest_tag(tmp_path)
+
+
+class _FakeEngine:
+    """``save_checkpoint`` as DeepSpeed lays it out; ``fail`` writes part of the file, then fails like torch on
+    a full disk."""
+
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    def save_checkpoint(self, save_dir, tag, save_latest=False):
+        d = Path(save_dir) / tag
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "mp_rank_00_model_states.pt").write_bytes(b"x" * 1000)
+        if self.fail:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+
+def test_a_failed_checkpoint_write_names_the_disk_removes_the_partial_write_and_keeps_the_last(tmp_path):
+    ckpt.save(_FakeEngine(), tmp_path, 1, {"step": 1})
+    assert ckpt.latest_tag(tmp_path) == "step-00000001"
+    with pytest.raises(ckpt.CheckpointWriteError) as ei:
+        ckpt.save(_FakeEngine(fail=True), tmp_path, 2, {"step": 2})
+    msg = str(ei.value)
+    assert "step-00000002" in msg and "MiB free" in msg and "full disk" in msg and "unexpected pos" in msg
+    assert f"{tmp_path / 'step-00000001'}) is intact" in msg
+    assert not (tmp_path / ".tmp-step-00000002").exists()  # the partial write is gone
+    assert ckpt.latest_tag(tmp_path) == "step-00000001"
+    assert json.loads((tmp_path / "step-00000001" / "trainer_state.json").read_text()) == {"step": 1}
 
 
 def test_rng_state_round_trip():
