@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
+from pathlib import Path
 
 import deepspeed
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("t2vturbo")
+
+
+def extensions_dir() -> Path:
+    """Where JIT-built torch extensions (DeepSpeed's CPU shm op) go: ``TORCH_EXTENSIONS_DIR`` if set, else
+    ``<this environment>/torch_extensions``, so environments neither share nor rebuild each other's builds."""
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path(sys.prefix) / "torch_extensions")
+
+
+def _open_paths() -> set[str]:
+    """Every file some process of this machine holds open (Linux /proc; processes we may not read are skipped)."""
+    held = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                try:
+                    held.add(os.readlink(fd))
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return held
+
+
+def clear_stale_build_locks(root: Path) -> list[Path]:
+    """Remove the ``lock`` files of torch's JIT builds under ``root`` that no live process holds (a builder
+    keeps its lock file open until it is done; a build killed mid-way leaves the file, and every later build
+    of that extension waits on it for ever). Returns the removed paths. Linux only (no /proc: nothing done)."""
+    locks = list(Path(root).glob("*/lock"))
+    if not locks or not Path("/proc/self/fd").exists():
+        return []
+    held = _open_paths()
+    removed = []
+    for lock in locks:
+        if str(lock.resolve()) not in held:
+            log.warning(
+                "removing %s: a torch-extension build lock no live process holds (a build was killed "
+                "mid-way); the extension is rebuilt",
+                lock,
+            )
+            lock.unlink(missing_ok=True)
+            removed.append(lock)
+    return removed
 
 
 def _free_port() -> int:
@@ -28,6 +75,8 @@ def init_distributed() -> tuple[int, int, int]:
             # a single process needs no agreed port: never reuse one inherited from a parent process
             os.environ["MASTER_PORT"] = str(_free_port())
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(extensions_dir())  # DeepSpeed builds its CPU comm op here
+        clear_stale_build_locks(extensions_dir())
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():

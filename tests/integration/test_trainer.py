@@ -175,3 +175,27 @@ def test_unknown_key_and_missing_path_fail_fast(tmp_path):
     r = run("+train.typo_lr=1")  # added keys still meet the schema
     assert r.returncode == 2 and "train.typo_lr" in r.stderr
     assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_a_launch_starts_although_a_killed_build_left_its_lock(tiny_teacher_dir, tmp_path):
+    """A run killed while DeepSpeed JIT-built its CPU comm op left ``<extensions>/deepspeed_shm_comm/lock``;
+    every later launch used to wait on it for ever, silently. Now the next launch removes it, says so, and trains."""
+    ext = tmp_path / "torch_extensions"
+    (ext / "deepspeed_shm_comm").mkdir(parents=True)
+    (ext / "deepspeed_shm_comm" / "lock").write_text("")  # what the killed build left behind
+    (out,) = launch_distill(
+        TINY
+        + [
+            f"model.path={tiny_teacher_dir}",
+            f"output_dir={tmp_path / 'run'}",
+            "train.max_steps=1",
+            "train.micro_batch_size=2",
+            "train.ckpt_every=0",
+            "train.export=false",
+        ],
+        timeout=300,
+        extra_env={"TORCH_EXTENSIONS_DIR": str(ext)},
+    )
+    assert "a torch-extension build lock no live process holds" in out
+    assert not (ext / "deepspeed_shm_comm" / "lock").exists()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().strip()
