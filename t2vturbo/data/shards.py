@@ -366,7 +366,8 @@ class ClipStream(IterableDataset):
         return sum(self.skipped.values())
 
     def skip_stats(self) -> dict[str, Any]:
-        """Counters of the current / last iteration in *this* process (a worker has its own)."""
+        """Counters since this stream was created, over every iteration (epoch) in *this* process (a worker
+        has its own)."""
         seen = self.num_yielded + self.num_fast_forwarded + self.num_skipped
         return {
             "seen": seen,
@@ -650,8 +651,8 @@ class ClipStream(IterableDataset):
         yield from self._iter_slot(worker, num_workers, to_skip, count_seen=info is None)
 
     def _begin(self, worker: int, num_workers: int) -> tuple[int, int]:
-        """Start an iteration: ``(logical worker, samples this slot skips)`` after a resume."""
-        self._reset_counters()
+        """Start an iteration: ``(logical worker, samples this slot skips)`` after a resume. The counters go on
+        across iterations (epochs): skips are accounted for the whole run, and ``max_skip_fraction`` sees them."""
         to_skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             n = self._resume[1]
@@ -673,6 +674,7 @@ class ClipStream(IterableDataset):
         fast-forwarded (checked without decoding, not yielded)."""
         slot, nslots = self.rank * num_workers + worker, self.world_size * num_workers
         wk = (worker, num_workers)
+        yielded_before, skipped_before = self.num_yielded, self.num_skipped
 
         for s in self._shuffled(self._raw_samples(slot, nslots, wk), slot):
             key, url = str(s.get("__key__", "")), str(s.get("__url__", ""))
@@ -694,9 +696,9 @@ class ClipStream(IterableDataset):
             if count_seen:
                 self.samples_seen += 1
             yield item
-        if self.num_yielded == 0 and self.num_skipped > 0:
+        if self.num_yielded == yielded_before and self.num_skipped > skipped_before:
             log.warning(
-                "ClipStream: rank %d worker %d yielded no samples this epoch (skips: %s)",
+                "ClipStream: rank %d worker %d yielded no samples this epoch (skips so far: %s)",
                 self.rank,
                 worker,
                 dict(self.skipped),

@@ -400,3 +400,22 @@ def test_non_square_resize_center_crop_and_stream(toy):
     assert tuple(item["video"].shape) == (F, 3, 16, 24)
     with pytest.raises(ValueError, match="height, width"):
         ClipStream(paths[:1], F, (16, 0))
+
+
+def test_skips_are_counted_over_epochs_not_per_epoch(tmp_path):
+    """A finite stream read for two epochs counts its bad samples twice (the counters used to restart with
+    every epoch, so the trainer logged too few skips and max_skip_fraction never saw a persistent problem)."""
+    path, good, order, reasons = _corrupt_shard(tmp_path)
+    stream = ClipStream(path, F, S, resampled=False, max_skip_fraction=None)
+    assert len(list(stream)) == len(good)
+    stream.set_epoch(1)
+    assert len(list(stream)) == len(good)
+    st = stream.skip_stats()
+    assert st["skipped"] == 2 * len(reasons) and st["yielded"] == 2 * len(good)
+    assert stream.skipped == Counter({r: 2 * n for r, n in Counter(reasons.values()).items()})
+    # half the samples are bad: too few to check in one epoch (12 < 20 seen), caught in the second
+    strict = ClipStream(path, F, S, resampled=False, max_skip_fraction=0.4)
+    assert len(list(strict)) == len(good)
+    strict.set_epoch(1)
+    with pytest.raises(RuntimeError, match="more than max_skip_fraction=0.4"):
+        list(strict)

@@ -356,3 +356,10 @@ def test_model_family_choices_are_the_family_registry():
     hint = typing.get_type_hints(ModelConfig, include_extras=True)["family"]
     (literal,) = [m for m in hint.__metadata__ if typing.get_origin(m) is typing.Literal]
     assert set(typing.get_args(literal)) == set(FAMILIES)
+
+
+def test_shards_from_the_command_line_over_the_default_toy_data(hydra_conf):
+    """`data.kind=shards data.urls=...` over the default data=toy (the README's form) composes; it used to fail
+    with "Key 'urls' is not in struct"."""
+    cfg = validate(_compose("data.kind=shards", "data.urls='/data/x-{000000..000009}.tar'"))
+    assert cfg.data.kind == "shards" and cfg.data.urls == "/data/x-{000000..000009}.tar"
