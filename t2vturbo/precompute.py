@@ -75,6 +75,14 @@ def split_config(cfg) -> tuple[DictConfig, DictConfig]:
     return vcfg, vcfg.precompute
 
 
+def safe_member_key(key: str) -> str:
+    """The key an output member is written under: the source key without absolute or ``.``/``..`` components, so
+    extracting a precomputed shard cannot write outside its folder (the source key stays in the json's
+    ``precompute.src_key``)."""
+    parts = [p for p in str(key).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "_"
+
+
 def chunk_of(urls: list[str], index: int, num: int) -> tuple[int, int]:
     """[lo, hi) of the contiguous chunk ``index`` of ``num`` over ``urls``."""
     n = len(urls)
@@ -258,7 +266,7 @@ def _precompute_shard(
             }
             part.append(
                 {
-                    "__key__": it["key"],
+                    "__key__": safe_member_key(it["key"]),
                     "mp4": bytes(raw["mp4"]),
                     "txt": it["caption"].encode("utf-8"),
                     "json": json.dumps(meta, sort_keys=True).encode("utf-8"),

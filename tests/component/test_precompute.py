@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -208,3 +209,29 @@ def test_meta_mismatch_is_an_error(world, nets, tmp_path):
     cfg.objective.num_ddim_timesteps = 25
     with pytest.raises(ValueError, match="num_ddim_timesteps=50"):
         _pre_loss(cfg, out, False, student, target)
+
+
+def test_unsafe_source_keys_do_not_become_unsafe_member_names(world, tmp_path):
+    """A source shard whose keys climb out of the folder (``../x``) or are absolute (``/abs/x``): the precomputed
+    shard's member names stay relative and inside it; the source key is kept in the json."""
+    from t2vturbo.precompute import safe_member_key
+
+    assert safe_member_key("../../etc/x") == "etc/x" and safe_member_key("/abs/./y") == "abs/y"
+    assert safe_member_key("clip-00/0001") == "clip-00/0001" and safe_member_key("..") == "_"
+    root, shards, model = world
+    src = tmp_path / "evil-000000.tar"
+    with tarfile.open(shards[0]) as tin, tarfile.open(src, "w") as tout:
+        keys = {}
+        for m in tin.getmembers():
+            stem, ext = m.name.split(".", 1)
+            new = keys.setdefault(stem, ["../../escaped", "/abs/clip", "ok/clip"][len(keys) % 3])
+            data = tin.extractfile(m).read()
+            m.name = f"{new}.{ext}"
+            tout.addfile(m, io.BytesIO(data))
+    raw = _raw_cfg(world, False, tmp_path / "out")
+    raw["data"]["urls"] = str(src)
+    cfg, pre = split_config(raw)
+    summary = precompute(cfg, pre)
+    names = [n for p in summary["written"] for n in tarfile.open(p).getnames()]
+    assert names and not any(n.startswith("/") or ".." in n.split("/") for n in names), names
+    assert {n.split(".", 1)[0] for n in names} == {"escaped", "abs/clip", "ok/clip"}
