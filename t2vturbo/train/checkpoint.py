@@ -18,6 +18,7 @@ import ast
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -68,11 +69,19 @@ def latest_tag(ckpt_dir: str | os.PathLike) -> str | None:
     if not f.exists():
         return None
     tag = f.read_text().strip()
+    if not re.fullmatch(r"step-\d{8}", tag):  # used as a path below: never let the file point elsewhere
+        raise RuntimeError(
+            f"{f} names {tag[:80]!r}, not a checkpoint of this folder (expected step-NNNNNNNN)"
+        )
     if not (Path(ckpt_dir) / tag / "trainer_state.json").exists():
         raise RuntimeError(
             f"checkpoint {Path(ckpt_dir) / tag} named by {f} is incomplete (no trainer_state.json)"
         )
     return tag
+
+
+class ResumeWorldSizeError(RuntimeError):
+    """The newest checkpoint was written by another number of ranks."""
 
 
 class CheckpointWriteError(RuntimeError):
@@ -162,6 +171,14 @@ def load(engine, ckpt_dir, ema=None) -> dict | None:
     if tag is None:
         return None
     d = Path(ckpt_dir) / tag
+    saved = json.loads((d / "trainer_state.json").read_text())
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if int(saved.get("world_size", world)) != world:
+        raise ResumeWorldSizeError(
+            f"checkpoint {d} was written by {saved['world_size']} ranks and this run has {world}: resuming on "
+            f"another number of ranks is not supported yet (ZeRO shards and the data positions are per rank). "
+            f"Resume with {saved['world_size']} ranks, or start a new output_dir."
+        )
     engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
     if ema is not None:
         ema.load_state_dict(load_file(str(d / "ema.safetensors")))

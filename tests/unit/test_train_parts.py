@@ -95,6 +95,25 @@ def test_a_failed_checkpoint_write_names_the_disk_removes_the_partial_write_and_
     assert json.loads((tmp_path / "step-00000001" / "trainer_state.json").read_text()) == {"step": 1}
 
 
+@pytest.mark.parametrize("text", ["../../etc", "/tmp/x", "step-1", "step-00000001/../../x"])
+def test_latest_must_name_a_checkpoint_of_the_folder(tmp_path, text):
+    """``latest`` is read from the output dir (shared storage): its text is used as a path only if it is a tag."""
+    (tmp_path / "latest").write_text(text)
+    with pytest.raises(RuntimeError, match="not a checkpoint of this folder"):
+        ckpt.latest_tag(tmp_path)
+
+
+def test_resume_on_another_number_of_ranks_is_refused_with_a_clear_message(tmp_path):
+    ckpt.save(_FakeEngine(), tmp_path, 3, {"step": 3, "micro": 3, "world_size": 2})
+
+    class Engine:
+        def load_checkpoint(self, *a, **k):
+            raise AssertionError("loaded before the world size was checked")
+
+    with pytest.raises(ckpt.ResumeWorldSizeError, match="written by 2 ranks and this run has 1"):
+        ckpt.load(Engine(), tmp_path)
+
+
 def test_rng_state_round_trip():
     import random
 
