@@ -78,8 +78,7 @@ def export_pipeline(export_dir, out_dir, guidance: float | None = None, eta: flo
     problem = bb.diffusers_export_problem()
     if problem:
         raise ValueError(f"no diffusers pipeline for the student {str(ex.dir)!r}: {problem}")
-    w = float(meta.get("guidance", 7.5) if guidance is None else guidance)
-    e = float(meta.get("eta", 0.0) if eta is None else eta)
+    w, e = float(ex.get("guidance", guidance)), float(ex.get("eta", eta))
     pipe = TextToVideoSDPipeline(
         vae=bb.vae,
         text_encoder=bb.text_encoder,

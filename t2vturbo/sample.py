@@ -110,7 +110,7 @@ def sample_teacher(
 
 def export_sampling_kwargs(meta: dict) -> tuple[dict, dict]:
     """(clip size, consistency-sampler settings) of a student export's meta (:meth:`StudentExport.sampling_kwargs`)."""
-    return StudentExport(Path(), meta).sampling_kwargs()
+    return StudentExport(meta=meta).sampling_kwargs()
 
 
 def load_student(export_dir, device="cpu"):
@@ -179,7 +179,7 @@ def main(argv=None):
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ex = StudentExport(Path(), meta)
+    ex = StudentExport(meta=meta)
     size, cm = ex.sampling_kwargs()
     kw = dict(
         num_frames=args.num_frames or size["num_frames"],

@@ -53,9 +53,10 @@ def find_latest_export(root="outputs") -> Path | None:
 
 @dataclass
 class StudentExport:
-    """An export folder and its meta (see module docstring)."""
+    """An export folder and its meta (see module docstring). ``StudentExport(meta=m)`` (no folder) reads the
+    settings of a meta alone, with :data:`SAMPLING_DEFAULTS` where it has none."""
 
-    dir: Path
+    dir: Path | None = None
     meta: dict = field(default_factory=dict)
 
     # ---- finding one ------------------------------------------------------------------------------

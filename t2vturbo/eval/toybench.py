@@ -32,7 +32,7 @@ import torch
 
 from ..data.toy import held_out_prompts
 from ..sample import sample_student, sample_teacher
-from ..student_export import StudentExport, load_teacher
+from ..student_export import SAMPLING_DEFAULTS, StudentExport, load_teacher
 from .toy_metrics import aggregate, score_clip
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
     "verdict",
 ]
 
-DEFAULT_GUIDANCE = 7.5
+DEFAULT_GUIDANCE = SAMPLING_DEFAULTS["guidance"]
 DEFAULT_STEPS = {"student": 4, "teacher": 50}
 ACCURACY_KEYS = ("score", "color_acc", "shape_acc", "direction_acc")
 BOOTSTRAP_RESAMPLES = 2000
@@ -218,7 +218,7 @@ def run_toybench(
     The student is sampled in eval mode and its train/eval flags are restored afterwards.
     With ``return_samples`` the per-clip results are included under ``"samples"``.
     """
-    opt = StudentExport(Path(), dict(meta or {})).get
+    opt = StudentExport(meta=dict(meta or {})).get
 
     nf, h, w = int(opt("num_frames", num_frames)), int(opt("height", height)), int(opt("width", width))
     prompts = list(select_prompts() if prompts is None else prompts)
@@ -304,7 +304,7 @@ def format_summary(res: dict[str, Any], name: str = "") -> str:
 
 def student_guidance(meta: dict[str, Any] | None) -> float:
     """The w a student is sampled at unless told otherwise: its export's (the middle of its training range)."""
-    return float((meta or {}).get("guidance", DEFAULT_GUIDANCE))
+    return float(StudentExport(meta=dict(meta or {})).get("guidance"))
 
 
 def load_model(

@@ -491,14 +491,14 @@ def load_sampler(
     else:
         ex = StudentExport.resolve(checkpoint)
         (bb, net), meta, ckpt = ex.load(device), ex.meta, ex.dir
-    opt = StudentExport(Path(), meta).get
+    opt = StudentExport(meta=meta).get
 
     settings: dict[str, Any] = {
         "who": "teacher" if teacher else "student",
         "checkpoint": str(ckpt.resolve()),
         "family": meta.get("family", "unet3d"),
         "steps": int(steps if steps is not None else (50 if teacher else 4)),
-        "guidance": float(guidance if guidance is not None else meta.get("guidance", 7.5)),
+        "guidance": float(opt("guidance", guidance)),
         "num_frames": int(opt("num_frames", num_frames)),
         "height": int(opt("height", height)),
         "width": int(opt("width", width)),
