@@ -52,7 +52,7 @@ from safetensors.torch import load, save
 from .backbones import build_backbone, check_paths
 from .config import ConfigError, validate
 from .data.shards import ClipStream, _Skip, expand_shard_urls
-from .diffusion import Parameterisation, solver_pair
+from .diffusion import Parameterisation
 from .guidance import MotionGuidance
 from .train.objectives import ConsistencyDistillation
 from .train.teacher import STORED_MEMBER, OnlineTeacher
@@ -139,7 +139,6 @@ class Precomputer:
         self.objective = ConsistencyDistillation(
             cfg.objective, self.bb, cfg.seed, OnlineTeacher(self.bb, cfg.objective.guidance_form, mg)
         )
-        self.latent_shape = self.bb.latent_shape(cfg.model.num_frames, cfg.model.height, cfg.model.width)
 
     @property
     def mg(self):
@@ -155,14 +154,10 @@ class Precomputer:
     ) -> list[dict[str, torch.Tensor]]:
         """The stored tensors (float32, before the storage cast) of a batch of clips: the online teacher's
         outputs and motion score at the draws online training makes at these positions."""
-        bb, obj = self.bb, self.objective
-        z0 = bb.encode_video(video.to(self.device, torch.float32))
-        cond = bb.encode_text(captions)
-        uncond = bb.null_cond(len(captions))
-        d = obj.draws(positions, self.latent_shape)
-        t_start, t_end = (x.to(self.device) for x in solver_pair(d.index, obj.grid, obj.cfg.skip))
-        z_t = obj.param.add_noise(z0.float(), d.noise.to(self.device), t_start)
-        out_c, out_u = obj.solver.outputs(z_t, t_start, cond, uncond)
+        obj = self.objective
+        nb = obj.solver.noised(obj, {"video": video, "caption": captions, "positions": positions})
+        z0, cond, d, t_start, t_end, z_t = nb.z0, nb.cond, nb.draws, nb.t_start, nb.t_end, nb.z_t
+        out_c, out_u = obj.solver.outputs(z_t, t_start, cond, nb.uncond)
         score = torch.zeros_like(z_t)
         guided = torch.zeros(len(positions), dtype=torch.bool)
         if self.mg is not None:

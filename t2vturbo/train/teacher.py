@@ -27,13 +27,26 @@ import torch
 
 from ..diffusion import Parameterisation, apply_cfg, solver_pair
 from ..guidance.motion import apply_motion_score
-from .draws import draw
+from .draws import Draws, draw
 
 #: the member of a precomputed clip, ``{key}.pre.safetensors`` (read as ``item["pre"]``), and its tensors:
 #: n [] int64 (grid index), z_t, out_c / out_u (the teacher's raw outputs at (z_t, t_{n+k})), score
 #: (dE/dz_t, zeros where not guided), mg [] bool (guided), cond [L, D] (prompt embedding)
 STORED_MEMBER = "pre"
 STORED_TENSORS = ("n", "z_t", "out_c", "out_u", "score", "mg", "cond")
+
+
+@dataclass
+class Noised:
+    """A batch encoded and noised at its draws (:meth:`OnlineTeacher.noised`)."""
+
+    z0: torch.Tensor  # [B, C, F, h, w] clean latents
+    cond: torch.Tensor  # [B, L, D] prompt embeddings
+    uncond: torch.Tensor  # [B, L, D] the empty prompt's
+    draws: Draws  # n, eps, w of each sample
+    t_start: torch.Tensor  # [B] t_{n+k}
+    t_end: torch.Tensor  # [B] t_n
+    z_t: torch.Tensor  # [B, C, F, h, w] float32: a_{t_start} z0 + s_{t_start} eps
 
 
 @dataclass
@@ -108,24 +121,36 @@ class OnlineTeacher:
             out_c, out_u, z_t, t_start, t_end, w, self.param, self.guidance_form, score, guided, lam
         )
 
-    def __call__(self, obj, batch) -> SolverStep:
-        """The step of a training batch: ``video`` [B, F, 3, H, W] and ``caption`` (encoded here), or already
-        encoded ``latents`` z0 / ``cond`` (/ ``uncond``), and ``positions`` (they key the draws)."""
-        bb, dtype = self.bb, self.dtype or torch.float32
-        dev = bb.device
-        z0 = batch["latents"] if "latents" in batch else bb.encode_video(batch["video"].to(dev, dtype))
+    def noised(self, obj, batch) -> Noised:
+        """The batch encoded and noised at the draws of its ``positions``: ``video`` [B, F, 3, H, W] and
+        ``caption`` (encoded here), or already encoded ``latents`` z0 / ``cond`` (/ ``uncond``). Also what
+        ``python -m t2vturbo.precompute`` stores, so stored clips are online training's first epoch."""
+        bb, dev = self.bb, self.bb.device
+        z0 = (
+            batch["latents"]
+            if "latents" in batch
+            else bb.encode_video(batch["video"].to(dev, self.dtype or torch.float32))
+        )
         cond = batch["cond"] if "cond" in batch else bb.encode_text(batch["caption"])
         uncond = batch["uncond"] if "uncond" in batch else bb.null_cond(cond.shape[0])
         d = obj.draws(batch["positions"], tuple(z0.shape[1:]))
         t_start, t_end = (x.to(dev) for x in solver_pair(d.index, obj.grid, obj.cfg.skip))
-        w = d.w.to(dev)
-        z_t = self.param.add_noise(z0.float(), d.noise.to(dev), t_start).to(dtype)
-        eta = torch.full((z0.shape[0],), float(obj.eta))
+        z_t = self.param.add_noise(z0.float(), d.noise.to(dev), t_start)
+        return Noised(z0, cond, uncond, d, t_start, t_end, z_t)
+
+    def __call__(self, obj, batch) -> SolverStep:
+        """The step of a training batch (see :meth:`noised` for what it holds)."""
+        dtype = self.dtype or torch.float32
+        nb = self.noised(obj, batch)
+        cond, t_start, t_end = nb.cond, nb.t_start, nb.t_end
+        w = nb.draws.w.to(t_start.device)
+        z_t = nb.z_t.to(dtype)
+        eta = torch.full((z_t.shape[0],), float(obj.eta))
         stats = {}
         if self.motion is not None:  # the reference maps need the clean latents; eta only on guided samples
-            batch = {**batch, "latents": z0}
+            batch = {**batch, "latents": nb.z0}
             eta = self.motion.student_eta(t_start, eta, batch.get("use_motion_guide"))
-        z_prev = self.step(z_t, t_start, t_end, cond, uncond, w, batch)
+        z_prev = self.step(z_t, t_start, t_end, cond, nb.uncond, w, batch)
         if self.motion is not None:
             stats = dict(self.motion.stats)
         return SolverStep(z_t, t_start, t_end, z_prev, cond, w, eta, stats)
