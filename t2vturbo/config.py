@@ -121,6 +121,8 @@ class DataConfig:
     frame_stride: int | None = None  # shards: take every k-th frame (null: from target_fps, else 1)
     target_fps: float | None = None  # shards: resample clips to this frame rate (null: as stored)
     max_skip_fraction: float = 0.2  # stop with a clear error above this corrupt-sample rate
+    max_pixels: int | None = 4096 * 2160  # shards: skip clips with larger frames (width * height; null: any)
+    max_duration_s: float | None = 600.0  # shards: skip clips longer than this, in seconds (null: any)
     num_samples: int = 1_000_000  # epoch length of the toy world / the nominal length of a shard stream
     textured: bool = False  # toy only: textured shapes and backgrounds
     # toy only: draw directions from this subset (null: all). A curriculum for the toy teacher: an uneven

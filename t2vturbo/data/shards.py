@@ -31,16 +31,27 @@ Frame sampling
 seeded random start with ``random_start=True``).  ``stride = frame_stride`` if given, else with
 ``target_fps`` it is ``max(1, round(src_fps / target_fps))`` where ``src_fps`` is the json ``fps``
 (falling back to the container's average fps); default stride 1.  Clips with fewer than
-``(num_frames - 1) * stride + 1`` frames are skipped (``too_short``).  Frames are resized with
-bilinear interpolation (antialiased when shrinking) so the short side equals ``size``, then centre
-cropped to ``size x size`` (pure torch).
+``(num_frames - 1) * stride + 1`` frames are skipped (``too_short``).  Frames are resized so they
+cover ``size`` with the aspect ratio kept (the short side equals ``size`` for a square target), then
+centre cropped to ``size x size``.  A clip larger than that covering size is shrunk to it by the
+decoder itself (decord's / FFmpeg's scaler, or PyAV's for the clips decord cannot copy out), so no
+full-size frame is ever materialised and only the crop is left; clips at or below the covering size
+are decoded at their own size and resized with bilinear interpolation in torch.
+
+Before any frame is decoded the container header is read (PyAV, with frame decoding disabled):
+a clip whose frames have more than ``max_pixels`` pixels (``width * height``; default 4K UHD,
+``4096 * 2160``) or that lasts longer than ``max_duration_s`` seconds (default 600; the video
+stream's duration, else the container's, else frames / fps) is skipped as ``too_large``, so a small
+crafted file declaring huge frames cannot run the reader out of memory (``None`` disables a limit).
 
 Skipping
 --------
 Unusable samples never raise; they are skipped and counted by reason in ``stream.skipped``
 (a :class:`collections.Counter`) and the first 10 are kept in ``stream.skip_log`` as
 :class:`SkipRecord` ``(url, key, reason, detail)``.  Reasons: ``missing_video``,
-``empty_video`` (zero bytes), ``decode_error`` (truncated / not a video), ``too_short``,
+``empty_video`` (zero bytes), ``decode_error`` (truncated / not a video, or a container header
+without a frame size), ``too_short``, ``too_large`` (frame size above ``max_pixels`` or duration
+above ``max_duration_s``, from the header),
 ``missing_caption`` (no or blank ``.txt``), ``bad_caption`` (not UTF-8), ``bad_json``,
 ``bad_safetensors``, ``shard_error`` (a shard that cannot be opened or whose tar stream is
 corrupt; counted once per shard, with an empty key; the complete samples before the damage are
@@ -66,8 +77,8 @@ copies, so pass the number of samples the rank consumed yourself, e.g.
 of ``samples_seen`` assuming the DataLoader's in-order round robin over workers in batches of
 ``loader_batch_size`` (``batch_size=None`` -> 1).  Skipped samples are *not* decoded: the
 fast-forward applies every check that needs no frame decoding (missing / empty parts, caption,
-json, safetensors header, container open + frame count) and counts a sample as consumed iff it
-passes them.  Limits:
+json, safetensors header, container header + ``max_pixels`` / ``max_duration_s``, container open +
+frame count) and counts a sample as consumed iff it passes them.  Limits:
 
 * the resumed DataLoader starts its round robin at worker 0, so worker roles are rotated by
   ``(samples_seen // loader_batch_size) % num_workers`` to continue the saved order; this needs
@@ -121,6 +132,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "empty_video",
     "decode_error",
     "too_short",
+    "too_large",
     "missing_caption",
     "bad_caption",
     "bad_json",
@@ -132,6 +144,10 @@ SKIP_REASONS: tuple[str, ...] = (
 #: returned under ``"{name}.safetensors"`` instead).
 _RESERVED = frozenset({"video", "caption", "meta", "key", "url"})
 _SKIP_LOG_LEN = 10
+#: Default ``max_pixels``: 4K UHD (``4096 x 2160``) frames.
+DEFAULT_MAX_PIXELS = 4096 * 2160
+#: Default ``max_duration_s``: 10 minutes.
+DEFAULT_MAX_DURATION_S = 600.0
 
 
 class SkipRecord(NamedTuple):
@@ -190,6 +206,21 @@ def _crc(s: str) -> int:
     return zlib.crc32(s.encode("utf-8", "surrogateescape"))
 
 
+def _cover_size(h: int, w: int, th: int, tw: int) -> tuple[int, int, float]:
+    """``(new_h, new_w, scale)``: the smallest ``h x w`` rescale (aspect ratio kept) that covers ``th x tw``.
+
+    ``scale = max(th / h, tw / w)``; the new sides are ``max(target, round(side * scale))``, and the side
+    that sets the scale is exactly its target (the rule of :func:`resize_center_crop`).
+    """
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, int(round(h * scale))), max(tw, int(round(w * scale)))
+    if th / h >= tw / w:
+        nh = th
+    else:
+        nw = tw
+    return nh, nw, scale
+
+
 def resize_center_crop(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Resize ``[F, 3, H, W]`` frames so they cover ``size``, then centre crop to exactly ``size``.
 
@@ -204,12 +235,7 @@ def resize_center_crop(video: torch.Tensor, size: int | tuple[int, int]) -> torc
     th, tw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     x = video.float()
     h, w = int(x.shape[-2]), int(x.shape[-1])
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, int(round(h * scale))), max(tw, int(round(w * scale)))
-    if th / h >= tw / w:
-        nh = th
-    else:
-        nw = tw
+    nh, nw, scale = _cover_size(h, w, th, tw)
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
     top, left = (nh - th) // 2, (nw - tw) // 2
@@ -229,6 +255,30 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     for k in extra:
         out[k] = torch.utils.data.default_collate([b[k] for b in batch])
     return out
+
+
+def _video_header(data: bytes) -> tuple[int, int, float | None]:
+    """``(width, height, duration_s or None)`` of the first video stream, from the container header.
+
+    Frame decoding is disabled (``skip_frame=all``), so even a clip declaring huge frames costs only its
+    header parse (FFmpeg's stream probing would otherwise decode a frame). The duration is the video
+    stream's, else the container's, else ``frames / average_rate``. Raises on an unreadable header.
+    """
+    with av.open(io.BytesIO(data), mode="r", options={"skip_frame": "all"}) as container:
+        stream = container.streams.video[0]
+        w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+        duration = None
+        if stream.duration is not None and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        elif stream.frames and stream.average_rate:
+            duration = stream.frames / float(stream.average_rate)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"no frame size in the container header ({w}x{h})")
+    if duration is not None and not (math.isfinite(duration) and duration >= 0):
+        duration = None
+    return w, h, duration
 
 
 def _safetensors_header_ok(data: bytes) -> bool:
@@ -280,6 +330,10 @@ class ClipStream(IterableDataset):
         loader_batch_size: the DataLoader ``batch_size`` (only used to fast-forward after
             :meth:`load_state_dict` with several workers).
         decode_threads: decord decoding threads per sample (0 = decord's default).
+        max_pixels: skip (``too_large``) clips whose container header declares frames of more than
+            this many pixels (``width * height``; default 4K UHD, ``4096 * 2160``; ``None`` disables).
+        max_duration_s: skip (``too_large``) clips whose header says they last longer than this many
+            seconds (default 600; ``None`` disables).
     """
 
     def __init__(
@@ -301,6 +355,8 @@ class ClipStream(IterableDataset):
         random_start: bool = False,
         loader_batch_size: int = 1,
         decode_threads: int = 1,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
     ) -> None:
         super().__init__()
         self.urls = expand_shard_urls(urls)
@@ -323,6 +379,10 @@ class ClipStream(IterableDataset):
             raise ValueError(f"max_skip_fraction must be in [0, 1] or None, got {max_skip_fraction}")
         if loader_batch_size < 1:
             raise ValueError("loader_batch_size must be >= 1")
+        if max_pixels is not None and int(max_pixels) < 1:
+            raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels}")
+        if max_duration_s is not None and not float(max_duration_s) > 0:
+            raise ValueError(f"max_duration_s must be > 0 or None, got {max_duration_s}")
         if rank is None or world_size is None:
             d_rank, d_world = 0, 1
             if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -347,6 +407,8 @@ class ClipStream(IterableDataset):
         self.random_start = bool(random_start)
         self.loader_batch_size = int(loader_batch_size)
         self.decode_threads = int(decode_threads)
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
+        self.max_duration_s = None if max_duration_s is None else float(max_duration_s)
 
         self.epoch = 0
         self.samples_seen = 0  # consumed this epoch (in-process iteration, or as loaded)
@@ -563,12 +625,35 @@ class ClipStream(IterableDataset):
                 raise _Skip("bad_safetensors", f"{k}: {type(exn).__name__}: {exn}") from None
         return cap, meta, extra
 
-    def _open_video(self, data: bytes, meta: dict[str, Any], key: str) -> tuple[Any, list[int]]:
+    def _decode_size(self, data: bytes) -> tuple[int, int]:
+        """Check the container header against ``max_pixels`` / ``max_duration_s`` and return the
+        ``(height, width)`` to decode at: the size covering ``self.size`` when that shrinks the frames,
+        else the header's own size (never upscaled in the decoder)."""
+        try:
+            w, h, duration = _video_header(data)
+        except Exception as exn:
+            raise _Skip("decode_error", f"header: {type(exn).__name__}: {str(exn)[:200]}") from None
+        if self.max_pixels is not None and w * h > self.max_pixels:
+            raise _Skip("too_large", f"{w}x{h} frames ({w * h} px) > max_pixels={self.max_pixels}")
+        if self.max_duration_s is not None and duration is not None and duration > self.max_duration_s:
+            raise _Skip("too_large", f"duration {duration:.1f} s > max_duration_s={self.max_duration_s:g}")
+        th, tw = (self.size, self.size) if isinstance(self.size, int) else self.size
+        nh, nw, scale = _cover_size(h, w, th, tw)
+        return (nh, nw) if scale < 1 else (h, w)
+
+    def _open_video(
+        self, data: bytes, meta: dict[str, Any], key: str
+    ) -> tuple[Any, list[int], tuple[int, int]]:
+        """``(decord reader, frame indices, (height, width) the reader decodes to)``; raises ``_Skip``."""
         # optional: decord has no wheels for some platforms (aarch64, macOS arm64); only mp4 decoding needs it
         import decord
 
+        dh, dw = self._decode_size(data)
         try:
-            vr = decord.VideoReader(io.BytesIO(data), num_threads=self.decode_threads)
+            # decord scales inside its decoder (FFmpeg's scaler): frames come out at dh x dw, never at the
+            # clip's full size. The header's own size is passed too when no shrink is needed (the same
+            # frames as decord's default), so a header understating the coded size cannot blow up either.
+            vr = decord.VideoReader(io.BytesIO(data), num_threads=self.decode_threads, width=dw, height=dh)
             n = len(vr)
         except Exception as exn:
             raise _Skip("decode_error", f"{type(exn).__name__}: {str(exn)[:200]}") from None
@@ -594,38 +679,42 @@ class ClipStream(IterableDataset):
         if self.random_start and n > span:
             rng = np.random.default_rng([_seed(self.seed), self.epoch, _crc(key)])
             start = int(rng.integers(0, n - span + 1))
-        return vr, list(range(start, start + span, stride))
+        return vr, list(range(start, start + span, stride)), (dh, dw)
 
     def _decode(self, s: dict[str, Any]) -> dict[str, Any]:
         key, url = str(s.get("__key__", "")), str(s.get("__url__", ""))
         cap, meta, extra = self._text_parts(s, full=True)
         data = bytes(s["mp4"])
-        vr, idx = self._open_video(data, meta, key)
+        vr, idx, (dh, dw) = self._open_video(data, meta, key)
         try:
             frames = vr.get_batch(idx).asnumpy()
         except Exception as exn:
             # decord 0.6 fails to copy out frames of some small widths (e.g. 8, 16, 24, 48 px:
             # "DECORDArrayCopyFromTo: The size must exactly match"); decode those with PyAV.
-            frames = self._decode_pyav(data, idx, f"decord: {type(exn).__name__}: {str(exn)[-160:]}")
+            why = f"decord: {type(exn).__name__}: {str(exn)[-160:]}"
+            frames = self._decode_pyav(data, idx, (dh, dw), why)
         finally:
             del vr
-        if frames.ndim != 4 or frames.shape[0] != len(idx) or frames.shape[-1] != 3:
-            raise _Skip("decode_error", f"decoded frames have shape {frames.shape}")
+        if frames.shape != (len(idx), dh, dw, 3):
+            raise _Skip(
+                "decode_error", f"decoded frames have shape {frames.shape}, not {(len(idx), dh, dw, 3)}"
+            )
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         video = resize_center_crop(video, self.size).div_(127.5).sub_(1.0).clamp_(-1.0, 1.0)
         item: dict[str, Any] = {"video": video, "caption": cap, "meta": meta, "key": key, "url": url}
         item.update(extra)
         return item
 
-    def _decode_pyav(self, data: bytes, idx: list[int], why: str) -> np.ndarray:
-        """Fallback decoder: frames ``idx`` (presentation order) as uint8 ``[len(idx), H, W, 3]``."""
+    def _decode_pyav(self, data: bytes, idx: list[int], hw: tuple[int, int], why: str) -> np.ndarray:
+        """Fallback decoder: frames ``idx`` (presentation order) as uint8 ``[len(idx), *hw, 3]`` (each
+        frame is scaled to ``hw = (height, width)`` by FFmpeg's scaler as it is converted to RGB)."""
         want, last, got = set(idx), max(idx), {}
         try:
             with av.open(io.BytesIO(data), mode="r") as container:
                 stream = container.streams.video[0]
                 for i, frame in enumerate(container.decode(stream)):
                     if i in want:
-                        got[i] = frame.to_ndarray(format="rgb24")
+                        got[i] = frame.to_ndarray(width=hw[1], height=hw[0], format="rgb24")
                     if i >= last:
                         break
         except Exception as exn:

@@ -39,6 +39,8 @@ def build_dataset(cfg):
                 resampled=d.resampled,
                 max_skip_fraction=d.max_skip_fraction,
                 loader_batch_size=cfg.train.micro_batch_size,
+                max_pixels=d.max_pixels,
+                max_duration_s=d.max_duration_s,
             )
 
         if d.kind == "shards":

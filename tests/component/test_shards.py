@@ -419,3 +419,101 @@ def test_skips_are_counted_over_epochs_not_per_epoch(tmp_path):
     strict.set_epoch(1)
     with pytest.raises(RuntimeError, match="more than max_skip_fraction=0.4"):
         list(strict)
+
+
+# --------------------------------------------------------------------------- oversized clips
+
+
+def _flat_mp4(n: int, h: int, w: int, tmp: Path, fps: float = 8, value: int = 128) -> bytes:
+    """A cheap lossy clip of ``n`` flat frames (crf 51: a few KB whatever the frame size)."""
+    p = tmp / "flat.mp4"
+    write_video(p, np.full((n, h, w, 3), value, np.uint8), fps=fps, crf=51)
+    data = p.read_bytes()
+    p.unlink()
+    return data
+
+
+def test_oversized_clip_is_skipped_as_too_large(tmp_path):
+    good = [clip_sample(400 + i, F, S, seed=0, textured_fraction=0.0, fps=8) for i in range(3)]
+    big = dict(good[0], __key__="big", mp4=_flat_mp4(F, 1024, 1024, tmp_path))
+    path = _write_tar(tmp_path / "big.tar", [good[0], big, good[1], good[2]])
+    keys = [g["__key__"] for g in good]
+    stream = ClipStream(path, F, S, max_pixels=512 * 512)
+    assert _keys(stream) == keys
+    assert stream.skipped == Counter(too_large=1)
+    assert stream.skip_log[0][:3] == (path, "big", "too_large") and "1024x1024" in stream.skip_log[0].detail
+    # The limit is a setting: without it the clip is read (shrunk to the output size).
+    items = list(ClipStream(path, F, S, max_pixels=None))
+    assert _keys(items) == [keys[0], "big", *keys[1:]] and items[1]["video"].shape == (F, 3, S, S)
+    # The resume fast-forward applies the same check (else it would count the big clip as consumed).
+    full = _keys(ClipStream(path, F, S, max_pixels=512 * 512))
+    resumed = ClipStream(path, F, S, max_pixels=512 * 512)
+    resumed.load_state_dict({"epoch": 0, "samples_seen": 2})
+    assert _keys(resumed) == full[2:] == keys[2:]
+    assert resumed.skipped == Counter(too_large=1) and resumed.skip_stats()["fast_forwarded"] == 2
+    with pytest.raises(ValueError, match="max_pixels"):
+        ClipStream(path, F, S, max_pixels=0)
+    with pytest.raises(ValueError, match="max_duration_s"):
+        ClipStream(path, F, S, max_duration_s=0)
+
+
+def test_default_limit_rejects_a_huge_frame_header(tmp_path):
+    # 4000 x 4000 frames in a ~6 KB file: decoded at full size and converted to float32 this took ~250 MB a
+    # frame; the header check rejects it without decoding a frame.
+    good = clip_sample(410, 2, S, seed=0, textured_fraction=0.0, fps=8)
+    huge = dict(good, __key__="huge", mp4=_flat_mp4(2, 4000, 4000, tmp_path, value=0))
+    assert len(huge["mp4"]) < 64_000
+    path = _write_tar(tmp_path / "huge.tar", [huge, good])
+    stream = ClipStream(path, 2, S)
+    assert _keys(stream) == [good["__key__"]]
+    assert stream.skipped == Counter(too_large=1) and "4000x4000" in stream.skip_log[0].detail
+
+
+def test_clip_longer_than_max_duration_s_is_skipped(tmp_path):
+    good = [clip_sample(420 + i, F, S, seed=0, textured_fraction=0.0, fps=8) for i in range(2)]  # 1 s each
+    long = dict(good[0], __key__="long", mp4=_flat_mp4(40, S, S, tmp_path, fps=8))  # 5 s
+    path = _write_tar(tmp_path / "long.tar", [good[0], long, good[1]])
+    stream = ClipStream(path, F, S, max_duration_s=2.0)
+    assert _keys(stream) == [g["__key__"] for g in good]
+    assert stream.skipped == Counter(too_large=1) and "max_duration_s" in stream.skip_log[0].detail
+    assert _keys(ClipStream(path, F, S, max_duration_s=10.0)) == [
+        good[0]["__key__"],
+        "long",
+        good[1]["__key__"],
+    ]
+    assert len(_keys(ClipStream(path, F, S, max_duration_s=None))) == 3
+
+
+def test_large_clip_is_decoded_at_the_covering_size(tmp_path, monkeypatch):
+    import t2vturbo.data.shards as shards
+
+    h, w = 480, 640
+    img = np.zeros((h, w, 3), np.uint8)
+    img[: h // 2, : w // 2] = (0, 200, 0)
+    img[: h // 2, w // 2 :] = (200, 200, 0)
+    img[h // 2 :, : w // 2] = (0, 0, 200)
+    img[h // 2 :, w // 2 :] = (0, 200, 200)
+    clip = np.repeat(img[None], 2, axis=0)
+    sample = {"__key__": "vga", "mp4": _mp4(clip, tmp_path), "txt": b"quadrants", "json": b'{"fps": 8}'}
+    path = _write_tar(tmp_path / "vga.tar", [sample])
+    seen = []
+    real = shards.resize_center_crop
+
+    def spy(video, size):
+        seen.append(tuple(video.shape))
+        return real(video, size)
+
+    monkeypatch.setattr(shards, "resize_center_crop", spy)
+    # (32, 32): covering size 32 x round(640 * 32 / 480) = 32 x 43 (decord scales);
+    # (16, 24): scale max(16/480, 24/640) -> 18 x 24 (a width decord cannot copy out: PyAV scales).
+    for size, cover, fallbacks in [((32, 32), (32, 43), 0), ((16, 24), (18, 24), 1)]:
+        seen.clear()
+        stream = ClipStream(path, 2, size)
+        items = list(stream)
+        assert len(items) == 1 and seen == [(2, 3, *cover)], (size, seen)
+        assert stream.skip_stats()["pyav_fallbacks"] == fallbacks
+        # the decoder's shrink matches the torch resize of the full frames, up to the quadrant edges
+        ref = real(torch.from_numpy(clip).permute(0, 3, 1, 2), size)
+        out = frames_to_uint8(items[0]["video"]).astype(np.int16)
+        err = np.abs(out - frames_to_uint8(ref / 127.5 - 1).astype(np.int16))
+        assert err.mean() < 1.5 and err.max() <= 16, (size, err.mean(), err.max())
