@@ -310,7 +310,12 @@ class RootConfig:
     # re-running the same command on the same output_dir resumes from its newest checkpoint
     output_dir: str = "outputs/${experiment_name}"
     seed: int = 0  # model init, per-position draws (t, noise, w), data order
-    model: ModelConfig = field(default_factory=ModelConfig)  # the teacher (group model/)
+    # the teacher (group model/). model.path is MISSING here, not ModelConfig's null: OmegaConf's merge keeps a
+    # destination value over a source's ???, so a default of null would swallow a model option's
+    # `path: ???` (model=modelscope without model.path would build a random full-size teacher). The default
+    # option conf/model/tiny_unet3d.yaml sets path: null; validate() gives a partial config without
+    # model.path the same null.
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(path=MISSING))
     data: DataConfig = field(default_factory=DataConfig)  # training clips (group data/)
     objective: ObjectiveConfig = MISSING  # one of OBJECTIVES, chosen by objective=NAME (objective.name)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # motion guidance (group guidance/)
@@ -389,12 +394,29 @@ def _typed(raw: DictConfig) -> DictConfig:
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
     """The typed, resolved config (a DictConfig over :class:`RootConfig`) of a composed Hydra config or of
-    a partial plain dict (the rest from the defaults). Unknown keys, wrong types and values outside a
-    field's ``Literal`` / :class:`Range` raise ConfigError naming the key; then the cross-field rules."""
+    a partial plain dict (the rest from the defaults; as the default model option is tiny_unet3d, a missing
+    ``model.path`` is null there: the tiny random teacher). Unknown keys, wrong types and values outside a
+    field's ``Literal`` / :class:`Range` raise ConfigError naming the key; so does a ``model.path`` left at
+    ``???`` by a model option (model=modelscope, videocrafter2, wan2_1_t2v_1_3b or a user's own); then the
+    cross-field rules."""
     raw = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
     raw.pop("hydra", None)
+    # A config without a model.path key (a partial dict) takes it from the default model option,
+    # conf/model/tiny_unet3d.yaml: path: null, the tiny random teacher. A composed Hydra config always has the
+    # key; ??? (MISSING) there means that its model option requires a path (the root schema's default).
+    model = raw.get("model")
+    if model is None:
+        raw.model = {"path": None}
+    elif isinstance(model, DictConfig) and "path" not in model.keys():  # `in model` is False for ??? too
+        model.path = None
     merged = _typed(raw)
     check_fields(merged)
+    if OmegaConf.is_missing(merged.model, "path"):
+        raise ConfigError(
+            f"model.path is missing (???): the chosen model option (model.family={merged.model.family!r}) "
+            "needs a teacher: model.path=/local/teacher/folder (docs/TEACHERS.md); model.path=null builds "
+            "the tiny random teacher"
+        )
     o, d, g = merged.objective, merged.data, merged.guidance
     if "w_min" in o and o.w_min > o.w_max:
         raise ConfigError(f"objective.w_min={o.w_min} > objective.w_max={o.w_max}")

@@ -186,6 +186,7 @@ def test_named_recipe_experiments_compose():
             "config",
             overrides=[
                 "experiment=t2v_turbo_v2_vg_wv",
+                "model.path=/m",  # model=modelscope: a teacher folder is required
                 "data.sources.0.urls=/d/vg.tar",
                 "data.sources.1.urls=/d/wv.tar",
             ],

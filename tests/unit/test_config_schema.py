@@ -265,6 +265,9 @@ def test_group_yaml_holds_only_what_differs_from_the_defaults(path):
     root.objective = OmegaConf.structured(OBJECTIVES.get(Path(path).stem, ConsistencyDistillationConfig))
     base = root if "@package _global_" in text else root[group]
     for key, value in _yaml_leaves(body):
+        parent, _, leaf = key.rpartition(".")
+        if OmegaConf.is_missing(OmegaConf.select(base, parent) if parent else base, leaf):
+            continue  # a required default (???, e.g. model.path): any value the option sets differs from it
         default = OmegaConf.select(base, key, throw_on_missing=False)
         if (
             isinstance(default, ListConfig)
@@ -363,3 +366,74 @@ def test_shards_from_the_command_line_over_the_default_toy_data(hydra_conf):
     with "Key 'urls' is not in struct"."""
     cfg = validate(_compose("data.kind=shards", "data.urls='/data/x-{000000..000009}.tar'"))
     assert cfg.data.kind == "shards" and cfg.data.urls == "/data/x-{000000..000009}.tar"
+
+
+# ---- model.path: ??? is required ------------------------------------------------------------------
+
+MODEL_PATH_HINT = r"model\.path=/local/teacher/folder \(docs/TEACHERS\.md\); model\.path=null builds the tiny"
+
+
+@pytest.mark.parametrize(
+    "option, family",
+    [("modelscope", "unet3d"), ("videocrafter2", "videocrafter2"), ("wan2_1_t2v_1_3b", "wan")],
+)
+def test_a_model_option_with_path_missing_requires_model_path(hydra_conf, option, family):
+    """`path: ???` in a model option survives composition: without model.path validate fails naming it, the
+    family and the way out. It used to compose to path=None, i.e. a random full-size teacher (issue 20, #8a)."""
+    cfg = _compose(f"model={option}")
+    assert OmegaConf.is_missing(cfg.model, "path")
+    with pytest.raises(ConfigError, match=r"^model\.path is missing") as e:
+        validate(cfg)
+    assert f"model.family={family!r}" in str(e.value)
+    assert e.match(MODEL_PATH_HINT)
+    with pytest.raises(ConfigError, match=r"^model\.path is missing"):
+        split_config(_compose(f"model={option}", "data=toy_shards", "precompute.out=/tmp/x"))
+    good = validate(_compose(f"model={option}", "model.path=/x"))
+    assert (good.model.path, good.model.family) == ("/x", family)
+    tiny = validate(_compose(f"model={option}", "model.path=null"))  # the hint's tiny random teacher
+    assert tiny.model.path is None
+
+
+def test_a_users_model_option_with_path_missing_requires_model_path(hydra_conf, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("family: videocrafter2\npath: ???\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    with pytest.raises(ConfigError, match=r"^model\.path is missing .*model\.family='videocrafter2'"):
+        validate(_compose(searchpath, "model=mine"))
+    assert validate(_compose(searchpath, "model=mine", "model.path=/m")).model.path == "/m"
+
+
+def test_the_default_model_is_the_tiny_random_teacher(hydra_conf):
+    """The default option (tiny_unet3d) and a partial dict without model.path (the rest from the defaults)
+    give path=None; a ModelConfig built in Python keeps path=None too."""
+    from t2vturbo.config import ModelConfig
+
+    assert _compose().model.path is None
+    assert validate(_compose()).model.path is None
+    assert validate({}).model.path is None
+    assert validate({"model": {"family": "videocrafter2"}}).model.path is None
+    assert validate({"model": {"path": "/y"}}).model.path == "/y"
+    assert ModelConfig().path is None
+    with pytest.raises(ConfigError, match=r"^model\.path is missing"):
+        validate({"model": {"path": "???"}})
+
+
+def test_distill_without_model_path_exits_with_a_config_error():
+    """`python -m t2vturbo.distill model=modelscope` fails at once (exit 2) instead of building a teacher."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "t2vturbo.distill", "model=modelscope", "train.max_steps=1"],
+        cwd=CONF.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert (
+        "config error: model.path is missing" in r.stderr and "model.path=/local/teacher/folder" in r.stderr
+    )
+    assert time.monotonic() - t0 < 30  # nothing built (it built a random full-size teacher: 16 GB)
