@@ -93,6 +93,17 @@ def run(text_token_std: float | None, steps: int, seed: int = 0, balanced: bool 
     }
 
 
+def module_state(ckpt: Path) -> dict[str, torch.Tensor]:
+    """The trained module's state dict in a checkpoint dir: ``model.safetensors`` (t2vturbo's own layout),
+    or ``mp_rank_00_model_states.pt`` (the DeepSpeed layout of older runs), read with
+    ``torch.load(weights_only=True)``: tensors and plain containers only, no code from the file runs."""
+    if (ckpt / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(ckpt / "model.safetensors"))
+    return torch.load(ckpt / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["module"]
+
+
 def drift(run_dir: str) -> list[dict]:
     """Per prompt, the last-minus-first-frame drift (px) of the centroid of the teacher's mean t = 999
     output (decoded, over 16 noises) for a toy-teacher run directory (``.hydra/config.yaml`` +
@@ -104,9 +115,7 @@ def drift(run_dir: str) -> list[dict]:
     run = Path(run_dir)
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     tag = (run / "checkpoints" / "latest").read_text().strip()
-    state = torch.load(
-        run / "checkpoints" / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-    )["module"]
+    state = module_state(run / "checkpoints" / tag)
     bb = build_backbone(cfg.model)
     bb.teacher.load_state_dict(state)
     net = bb.teacher.eval()

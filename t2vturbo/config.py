@@ -274,6 +274,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute the trained network's blocks in backward (memory)
     log_every: int = 10  # steps between metric lines
     ckpt_every: int = 100  # steps between checkpoints (0: only at the end); a re-run resumes from the newest
+    # a re-run in the same output_dir: auto resumes when the checkpoint's model/objective/data/seed/global batch
+    # equal this run's (else refuses, naming the keys) | force resumes anyway | never starts over (the old
+    # checkpoints move to OUTPUT_DIR/replaced-<time>/)
+    resume: Annotated[str, Literal["auto", "force", "never"]] = "auto"
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     eval_every: int = 0  # steps between validation samples of a student (0: none)
     eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # sampling steps of validation

@@ -7,7 +7,8 @@ Multirun (``-m``, e.g. ``hydra/launcher=slurm``): each job trains into its own H
 (``hydra.sweep.dir/hydra.sweep.subdir``) unless the job's overrides set ``output_dir`` explicitly.
 Under Slurm (``srun`` or a submitit job) the torch.distributed variables are derived from the
 task's ``SLURM_*`` variables when ``RANK`` is not set (see ``launch/slurm_env.sh``), and a
-preemption notice (USR1/USR2) that arrives before the training loop is kept for it.
+preemption notice (USR1/USR2) that arrives before the training loop is kept for it. TERM / INT before
+the loop exit at once (``install_early_signal_handlers``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -27,24 +27,15 @@ from omegaconf import DictConfig, open_dict
 from .config import ConfigError, validate
 
 
-class _EarlySignal:
-    """Records a USR1/USR2 that arrives before the trainer installs its own handlers; the trainer
-    reads ``received`` and stops (checkpoint, requeue) after its first step."""
-
-    def __init__(self):
-        self.received = None
-
-    def __call__(self, signum, frame):
-        self.received = self.received or signum
-
-
 def install_early_signal_handlers():
-    for s in (signal.SIGUSR1, signal.SIGUSR2):
-        try:
-            if signal.getsignal(s) in (signal.SIG_DFL, signal.SIG_IGN, None):
-                signal.signal(s, _EarlySignal())
-        except ValueError:  # not the main thread
-            pass
+    """Signals during start-up (model build, DeepSpeed init, checkpoint load: minutes at full size), before
+    the trainer's loop: TERM / INT exit at once (status 128 + signum: no step is running, so there is no
+    step to finish), and a USR1 / USR2 preemption notice is recorded and handed to the trainer, which stops
+    (checkpoint, requeue) after its first step. Handlers that someone else installed (submitit's) are left
+    in place. See :mod:`t2vturbo.train.preemption` (imported here without torch)."""
+    from .train.preemption import install_signal_handlers
+
+    install_signal_handlers(replace=False)
 
 
 def _expand_counts(spec: str) -> list[int]:

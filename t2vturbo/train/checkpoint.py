@@ -1,12 +1,20 @@
-"""Atomic, resumable checkpoints around DeepSpeed's own.
+"""Atomic, resumable checkpoints that any number of ranks can resume, and that hold no pickle.
 
 Layout of ``OUTPUT_DIR/checkpoints``::
 
-    step-00000100/            DeepSpeed tag dir (model + optimizer states, per rank)
-        trainer_state.json    step, data position, counters
+    step-00000100/
+        model.safetensors     the trained module: every parameter (trained ones as fp32 masters) and buffer
+        optimizer.safetensors AdamW moments of each trained parameter (``exp_avg.NAME``, ``exp_avg_sq.NAME``)
+        trainer_state.json    step, data position, world size, global batch, the run's identity config,
+                              the optimizer's step count and DeepSpeed's counters
         ema.safetensors       EMA weights (when the target is an EMA network)
         rng_rank{r}.json      per-rank RNG states
     latest                    name of the newest *complete* checkpoint
+
+The model and optimizer are whole tensors (:mod:`.full_state`), not DeepSpeed's per-rank partitions: a run
+saved on N ranks under any ZeRO stage resumes on M ranks under any stage. DeepSpeed's own checkpoint files
+(pickles, which ``torch.load`` would execute) are neither written nor read: an output dir lives on shared
+storage, and nothing in it is unpickled.
 
 A checkpoint is written into ``.tmp-step-N`` and renamed when every rank has finished; ``latest`` is
 replaced with ``os.replace``. A crash mid-write leaves the previous checkpoint and ``latest`` intact.
@@ -25,7 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from . import full_state
 
 
 def _barrier():
@@ -80,10 +91,6 @@ def latest_tag(ckpt_dir: str | os.PathLike) -> str | None:
     return tag
 
 
-class ResumeWorldSizeError(RuntimeError):
-    """The newest checkpoint was written by another number of ranks."""
-
-
 class CheckpointWriteError(RuntimeError):
     """Writing a checkpoint failed (typically a full disk); the previous checkpoint is intact."""
 
@@ -114,7 +121,7 @@ def _write_failed(ckpt_dir: Path, tmp: Path, tag: str, err: BaseException | None
     )
 
 
-def save(engine, ckpt_dir, step: int, state: dict, ema=None, keep: int = 2):
+def save(engine, ckpt_dir, step: int, state: dict, ema=None, keep: int = 2, config_yaml: str | None = None):
     """Collective: every rank calls it. A failed write (e.g. a full disk) on any rank removes the partial
     ``.tmp-step-N`` and raises :class:`CheckpointWriteError` on every rank; ``latest`` still names the
     previous checkpoint."""
@@ -127,19 +134,28 @@ def save(engine, ckpt_dir, step: int, state: dict, ema=None, keep: int = 2):
         shutil.rmtree(ckpt_dir / tmp_tag, ignore_errors=True)
     _barrier()
     d = ckpt_dir / tmp_tag
+    model, optim, meta = full_state.gather(engine)  # collective; the tensors on rank 0 only
     err = None
     try:
-        engine.save_checkpoint(str(ckpt_dir), tag=tmp_tag, save_latest=False)
+        if rank == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        _barrier()
         (d / f"rng_rank{rank}.json").write_text(json.dumps(rng_state()))
         if rank == 0:
+            save_file(model, str(d / "model.safetensors"))
+            save_file(optim, str(d / "optimizer.safetensors"))
+            state = {**state, "optimizer": meta}
             if ema is not None:
                 save_file(
                     {k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()},
                     str(d / "ema.safetensors"),
                 )
+            if config_yaml is not None:  # the run's config, for a reader (resume compares state["identity"])
+                (d / "config.yaml").write_text(config_yaml)
             (d / "trainer_state.json").write_text(json.dumps(state, indent=2))
-    except (OSError, RuntimeError) as e:  # torch reports a full disk as "[enforce fail ...] unexpected pos"
+    except (OSError, RuntimeError) as e:  # a full disk: OSError, or a RuntimeError from the writer
         err = e
+    del model, optim
     if _any_rank(err is not None):
         if rank == 0:
             shutil.rmtree(d, ignore_errors=True)
@@ -165,26 +181,71 @@ def prune(ckpt_dir: Path, keep: int):
         shutil.rmtree(ckpt_dir / old, ignore_errors=True)
 
 
-def load(engine, ckpt_dir, ema=None) -> dict | None:
-    """Load the newest complete checkpoint into engine/EMA/RNG; returns its trainer state or None."""
+def read_state(ckpt_dir) -> dict | None:
+    """The trainer state of the newest complete checkpoint (``tag`` added), or None: JSON only, before any
+    engine exists (the resume plan needs it to build the engine)."""
     tag = latest_tag(ckpt_dir)
     if tag is None:
         return None
     d = Path(ckpt_dir) / tag
-    saved = json.loads((d / "trainer_state.json").read_text())
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if int(saved.get("world_size", world)) != world:
-        raise ResumeWorldSizeError(
-            f"checkpoint {d} was written by {saved['world_size']} ranks and this run has {world}: resuming on "
-            f"another number of ranks is not supported yet (ZeRO shards and the data positions are per rank). "
-            f"Resume with {saved['world_size']} ranks, or start a new output_dir."
+    if not (d / "model.safetensors").exists():
+        old = [p.name for p in d.iterdir() if p.suffix == ".pt"][:3]
+        raise RuntimeError(
+            f"checkpoint {d} has no model.safetensors"
+            + (
+                f" (it holds {', '.join(old)}: DeepSpeed's pickle files, written by t2vturbo before checkpoints "
+                "became safetensors; they are never unpickled). Start a new output_dir, or resume it with the "
+                "t2vturbo version that wrote it."
+                if old
+                else ""
+            )
         )
-    engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    state = json.loads((d / "trainer_state.json").read_text())
+    state["tag"] = tag
+    return state
+
+
+class _Tensors:
+    """A safetensors file read one tensor at a time (every rank reads the whole model: never all at once)."""
+
+    def __init__(self, path: Path):
+        self._f = safe_open(str(path), framework="pt")
+        self._keys = set(self._f.keys())
+
+    def keys(self):
+        return self._keys
+
+    def __contains__(self, k):
+        return k in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def shape_of(self, k) -> tuple:
+        return tuple(self._f.get_slice(k).get_shape())
+
+    def __getitem__(self, k):
+        return self._f.get_tensor(k)
+
+
+def load(engine, ckpt_dir, ema=None, state: dict | None = None, restore_rng: bool = True) -> dict | None:
+    """Load the newest complete checkpoint (or the one ``state`` came from, :func:`read_state`) into
+    engine/EMA/RNG, whatever the number of ranks and ZeRO stage that wrote it; returns its trainer state or
+    None. Collective. A checkpoint that does not fit the module raises
+    :class:`~.full_state.StateMismatchError` naming the tensors, before anything is changed."""
+    state = read_state(ckpt_dir) if state is None else state
+    if state is None:
+        return None
+    d = Path(ckpt_dir) / state["tag"]
+    full_state.apply(
+        engine, _Tensors(d / "model.safetensors"), _Tensors(d / "optimizer.safetensors"), state["optimizer"]
+    )
     if ema is not None:
         ema.load_state_dict(load_file(str(d / "ema.safetensors")))
     rng_file = d / f"rng_rank{_rank()}.json"
-    if rng_file.exists():
+    if restore_rng and rng_file.exists():
         set_rng_state(json.loads(rng_file.read_text()))
-    state = json.loads((d / "trainer_state.json").read_text())
-    state["tag"] = tag
     return state

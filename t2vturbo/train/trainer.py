@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..backbones import build_backbone, check_paths
 from . import checkpoint as ckpt
+from . import resume
 from .data_feed import DataFeed
 from .engine import device_for, init_distributed, initialize
 from .export import export_run
@@ -73,6 +74,9 @@ class Trainer:
         tc = cfg.train
         self.dtype = torch.bfloat16 if tc.precision == "bf16" else torch.float32
         self.out = Path(cfg.output_dir)
+        # before any model is built: a checkpoint of another config is refused at once, and on another number of
+        # ranks train.grad_accum keeps the checkpoint's global batch
+        self.resume_from = resume.plan(cfg, self.out, self.rank, self.world)
         self.bb = build_backbone(cfg.model, tc.gradient_checkpointing, self.device, self.dtype)
         ctx = RunContext(self.rank, self.world, self.device, self.dtype, cfg.seed)
         self.objective = build_objective(cfg, self.bb, ctx)
@@ -103,16 +107,47 @@ class Trainer:
         return self.out / "checkpoints"
 
     def _resume(self):
-        st = ckpt.load(self.engine, self.ckpt_dir, self.ema)
-        if st is not None:
-            self.step, self.micro, self.skipped = st["step"], st["micro"], st.get("skipped", 0)
-            if self.rank == 0:
-                log.info("resumed from %s (step %d)", self.ckpt_dir / st["tag"], self.step)
+        st = self.resume_from
+        if st is None:
+            return
+        # per-rank RNG states belong to the ranks that wrote them: restored on the same number of ranks only
+        # (every draw of a step is keyed by its global sample positions, not by these states)
+        ckpt.load(self.engine, self.ckpt_dir, self.ema, state=st, restore_rng=st["same_world"])
+        self.step, self.micro, self.skipped = st["step"], st["micro"], st.get("skipped", 0)
+        if self.rank == 0:
+            log.info(
+                "resumed from %s (step %d, written by %d ranks)",
+                self.ckpt_dir / st["tag"],
+                self.step,
+                st["world_size"],
+            )
+            if not st["same_world"] and self.cfg.data.kind != "toy":
+                log.warning(
+                    "a shard stream is split over the ranks: on %d ranks it goes on at the saved global sample "
+                    "count, but with other clips than an uninterrupted %d-rank run would read",
+                    self.world,
+                    self.world,
+                )
 
     def save_checkpoint(self):
-        state = {"step": self.step, "micro": self.micro, "skipped": self.skipped, "world_size": self.world}
+        mb = int(self.cfg.train.micro_batch_size)
+        state = {
+            "step": self.step,
+            "micro": self.micro,
+            "samples": self.micro * mb * self.world,  # the data position: global sample count
+            "skipped": self.skipped,
+            "world_size": self.world,
+            "global_batch": resume.global_batch(self.cfg, self.world),
+            "identity": resume.identity(self.cfg, self.world),
+        }
         return ckpt.save(
-            self.engine, self.ckpt_dir, self.step, state, self.ema, self.cfg.train.keep_checkpoints
+            self.engine,
+            self.ckpt_dir,
+            self.step,
+            state,
+            self.ema,
+            self.cfg.train.keep_checkpoints,
+            config_yaml=OmegaConf.to_yaml(self.cfg),
         )
 
     # ---- one micro-batch -----------------------------------------------------------------
@@ -141,48 +176,51 @@ class Trainer:
             )
         t_last, logs_acc = time.time(), {}
         while self.step < tc.max_steps:
-            batch = self.data.batch(self.micro)
-            self.micro += 1
-            loss, logs = self.micro_loss(batch)
-            if not _all_true(bool(torch.isfinite(loss).item()), self.device):
-                self._nonfinite()
-                continue
-            boundary = self.engine.is_gradient_accumulation_boundary()
-            self.engine.backward(loss)
-            own_norm = self._grad_norm() if boundary and self.engine.get_global_grad_norm() is None else None
-            self.engine.step()
-            for k, v in logs.items():
-                logs_acc[k] = logs_acc.get(k, 0.0) + float(v) / tc.grad_accum
-            if not boundary:
-                continue
-            self.step += 1
-            if self.ema is not None:
-                self.ema.update(self.engine.module)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                self._log(loss, logs_acc, own_norm, t_last)
-                t_last = time.time()
-            logs_acc = {}
-            if tc.eval_every and self.step % tc.eval_every == 0 and self.validate is not None:
-                self.validate(self.step, self.student_for_inference())
-            saved = (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.max_steps
-            if saved:
-                self.save_checkpoint()
-            stop = self.preemption.agreed()
-            if stop:
-                if not saved:
-                    self.save_checkpoint()  # at this very step: the resumed run logs step + 1 next
-                if self.rank == 0:
-                    log.warning(
-                        "signal %s: checkpoint written at step %d, exiting",
-                        signal.Signals(stop).name,
-                        self.step,
-                    )
-                if self.step < tc.max_steps:
-                    self.preemption.requeue(self.step, flush=self.logger.flush)
-                break
+            with self.preemption.running():  # a first TERM / INT in here stops after the step
+                batch = self.data.batch(self.micro)
+                self.micro += 1
+                loss, logs = self.micro_loss(batch)
+                if not _all_true(bool(torch.isfinite(loss).item()), self.device):
+                    self._nonfinite()
+                    continue
+                boundary = self.engine.is_gradient_accumulation_boundary()
+                self.engine.backward(loss)
+                own_norm = (
+                    self._grad_norm() if boundary and self.engine.get_global_grad_norm() is None else None
+                )
+                self.engine.step()
+                for k, v in logs.items():
+                    logs_acc[k] = logs_acc.get(k, 0.0) + float(v) / tc.grad_accum
+                if not boundary:
+                    continue
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.update(self.engine.module)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                    self._log(loss, logs_acc, own_norm, t_last)
+                    t_last = time.time()
+                logs_acc = {}
+                if tc.eval_every and self.step % tc.eval_every == 0 and self.validate is not None:
+                    self.validate(self.step, self.student_for_inference())
+                saved = (tc.ckpt_every and self.step % tc.ckpt_every == 0) or self.step == tc.max_steps
+                if saved:
+                    self.save_checkpoint()
+                stop = self.preemption.agreed()
+                if stop:
+                    if not saved:
+                        self.save_checkpoint()  # at this very step: the resumed run logs step + 1 next
+                    if self.rank == 0:
+                        log.warning(
+                            "signal %s: checkpoint written at step %d, exiting",
+                            signal.Signals(stop).name,
+                            self.step,
+                        )
+                    if self.step < tc.max_steps:
+                        self.preemption.requeue(self.step, flush=self.logger.flush)
+                    break
         if bar is not None:
             bar.close()
         if self.step >= tc.max_steps and tc.export:

@@ -199,3 +199,32 @@ def test_a_launch_starts_although_a_killed_build_left_its_lock(tiny_teacher_dir,
     assert "a torch-extension build lock no live process holds" in out
     assert not (ext / "deepspeed_shm_comm" / "lock").exists()
     assert (tmp_path / "run" / "metrics.jsonl").read_text().strip()
+
+
+def test_term_during_start_up_exits_at_once_and_leaves_the_checkpoint(tiny_teacher_dir, tmp_path):
+    """Issue 20: a TERM while no step is running (start-up: imports, model build, DeepSpeed init, the
+    checkpoint load of a resumed run) ends the run at once with status 128 + 15 and one line, instead of
+    waiting for the end of a step that may never come; the last checkpoint is left as it was."""
+    out = tmp_path / "run"
+    common = TINY + [f"model.path={tiny_teacher_dir}", f"output_dir={out}", "train.export=false"]
+    launch_distill(common + ["train.max_steps=1", "train.ckpt_every=1"], timeout=300)
+    ckpts = out / "checkpoints"
+    before = {p.relative_to(ckpts): p.read_bytes() for p in ckpts.rglob("*") if p.is_file()}
+    assert (ckpts / "latest").read_text().strip() == "step-00000001"
+
+    (p,) = launch_distill(common + ["train.max_steps=50"], wait=False)
+    first = p.stdout.readline()  # the first output is the start-up's (the handlers are in place before it)
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    rest, _ = p.communicate(timeout=60)
+    took = time.time() - t0
+    assert p.returncode == 128 + signal.SIGTERM, first + rest
+    assert took < 5, (took, first + rest)
+    assert (
+        "SIGTERM received while no training step is running: exiting now; the last checkpoint is intact"
+        in rest
+    )
+    assert "Traceback" not in rest, rest
+    after = {p.relative_to(ckpts): p.read_bytes() for p in ckpts.rglob("*") if p.is_file()}
+    assert after == before  # no step ran, nothing was written, the checkpoint is whole
+    assert [r["step"] for r in metrics(out) if "loss" in r] == [1]
