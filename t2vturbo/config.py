@@ -165,6 +165,11 @@ class StudentSolverConfig(ObjectiveConfig):
     guidance_form: Annotated[str, Literal["lcm", "imagen"]] = "lcm"
     sigma_data: float = 0.5  # boundary condition c_skip / c_out (LCM)
     timestep_scaling: float = 10.0  # c_skip / c_out are taken at timestep_scaling * t
+    # start the student from: a student export folder, or an official T2V-Turbo student file (VideoCrafter2:
+    # unet_mg.pt / unet_no_mg.pt / v1 unet_lora.pt, or an export's unet_official.pt); null: the teacher's weights
+    init_from: str | None = None
+    # a v1 unet_lora.pt holds no base time_cond_proj (random in the official code): the seed of its random draw
+    init_from_time_cond_proj_seed: int | None = None
 
 
 @dataclass
@@ -201,8 +206,6 @@ class RewardFinetuneConfig(StudentSolverConfig):
     w_max: float = 6.0  # upper end of the w range
     # student: K-step consistency sampler | teacher: K-step DDIM + CFG
     finetune: Annotated[str, Literal["student", "teacher"]] = "student"
-    # finetune=student: a student export folder to start from (null: the teacher's weights)
-    init_from: str | None = None
     sample_steps: Annotated[int, Range(1)] = 4  # K sampling steps per training step
     grad_steps: int | None = None  # K_grad: backpropagate through the last K_grad steps (null: all K)
 
@@ -285,8 +288,8 @@ class TrainConfig:
     max_nan_skips: int = 20  # stop after this many non-finite losses
     export: bool = True  # write the final model (student export or teacher folder)
     export_dir: str | None = None  # where the final model goes (null: OUTPUT_DIR/export)
-    # also write a UNet3D student with a diffusers VAE as a diffusers pipeline (EXPORT/diffusers,
-    # TextToVideoSDPipeline + LCMScheduler, w folded in; t2vturbo/export_pipeline.py)
+    # also write a UNet3D student with a diffusers VAE as a diffusers pipeline (EXPORT/diffusers: our
+    # T2VTurboPipeline + LCMScheduler, guidance_scale = w as the timestep_cond; t2vturbo/export_pipeline.py)
     export_diffusers: bool = True
     progress: bool = True  # progress bar on rank 0
 
@@ -422,6 +425,8 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
             "the tiny random teacher"
         )
     o, d, g = merged.objective, merged.data, merged.guidance
+    if "init_from" in o and o.init_from_time_cond_proj_seed is not None and o.init_from is None:
+        raise ConfigError("objective.init_from_time_cond_proj_seed is used with objective.init_from only")
     if "w_min" in o and o.w_min > o.w_max:
         raise ConfigError(f"objective.w_min={o.w_min} > objective.w_max={o.w_max}")
     if o.name == "reward_finetune":
@@ -436,7 +441,10 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
                 f"{o.sample_steps}] (or null)"
             )
         if o.init_from is not None and o.finetune != "student":
-            raise ConfigError("objective.init_from is a student export: it needs objective.finetune=student")
+            raise ConfigError(
+                "objective.init_from is a student (an export folder or an official T2V-Turbo student file): "
+                "it needs objective.finetune=student"
+            )
         if g.motion or d.precomputed:
             raise ConfigError("objective=reward_finetune uses neither guidance.motion nor data.precomputed")
     if d.kind == "shards" and not d.urls:

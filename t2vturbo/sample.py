@@ -1,7 +1,8 @@
 """Fast inference: ``python -m t2vturbo.sample --steps 4 --prompt "a red circle moving left"``.
 
 The student is sampled with the multistep consistency sampler (guidance enters as an embedding:
-one network pass per step); ``--teacher`` samples the teacher with DDIM and classifier-free
+one network pass per step; the motion strength eta only at the steps with t >= T (1 - motion_percentage),
+the embedding of 0 below, as the official T2V-Turbo pipelines); ``--teacher`` samples the teacher with DDIM and classifier-free
 guidance in the LCM convention ``cond + w (cond - uncond)`` (two passes per step) for comparison.
 """
 
@@ -23,9 +24,20 @@ __all__ = [
     "export_sampling_kwargs",
     "find_latest_export",
     "load_student",
+    "motion_eta",
     "sample_student",
     "sample_teacher",
 ]
+
+
+def motion_eta(eta, net_t: torch.Tensor, percentage: float = 0.5, num_train_timesteps: int = 1000):
+    """The student's eta input at network time ``net_t`` [B]: ``eta`` where ``net_t >= T (1 - percentage)``,
+    else 0 (the embedding of 0 is still passed, not left out). The official T2V-Turbo pipelines' rule
+    (``ms_t_threshold = 1000 (1 - percentage)`` on the actual timestep); flow students use it on their
+    network time ``sigma T``. percentage 0.5 on the 4-step 200-grid [999, 749, 499, 249]: [eta, eta, 0, 0]."""
+    eta = torch.as_tensor(eta, dtype=torch.float32).reshape(-1).expand(net_t.shape[0])
+    on = net_t.detach().float().cpu() >= num_train_timesteps * (1.0 - float(percentage))
+    return torch.where(on, eta, torch.zeros_like(eta))
 
 
 def sample_student(
@@ -36,6 +48,7 @@ def sample_student(
     num_ddim_timesteps=200,
     guidance=7.5,
     eta=0.0,
+    motion_percentage=0.5,
     num_frames=8,
     height=32,
     width=32,
@@ -45,7 +58,10 @@ def sample_student(
     decode=True,
 ):
     """Videos [B, F, 3, H, W] in [-1, 1] from the student in ``steps`` consistency steps on the
-    ``num_ddim_timesteps``-point grid it was distilled on (one network pass per step; every family)."""
+    ``num_ddim_timesteps``-point grid it was distilled on (one network pass per step; every family).
+
+    ``guidance`` is the w the student embeds (T2V-Turbo's convention: the coefficient of ``cond - uncond``,
+    no -1); ``eta`` is given at the steps :func:`motion_eta` selects with ``motion_percentage``."""
     param = Parameterisation.of(bb)
     with torch.no_grad():
         cond = bb.encode_text(list(prompts))
@@ -57,7 +73,9 @@ def sample_student(
     dtype = next(net.parameters()).dtype
 
     def model(z, t):
-        return net(z.to(dtype), param.net_time(t), cond, w, e).float()
+        tn = param.net_time(t)
+        e_t = motion_eta(e, tn, motion_percentage, param.num_train_timesteps)
+        return net(z.to(dtype), tn, cond, w, e_t).float()
 
     z0 = multistep_consistency_sample(
         model,
@@ -120,6 +138,51 @@ def load_student(export_dir, device="cpu"):
     return bb, net, ex.meta
 
 
+#: sampling settings of the released T2V-Turbo VideoCrafter2 students (their predict.py): the 200-point grid
+#: (4 steps: t = 999, 749, 499, 249), w = 7.5, motion strength 0.05 for the first half of the steps, 16 frames
+#: of 320 x 512 at the fps condition 8
+OFFICIAL_SAMPLING = {
+    "num_ddim_timesteps": 200,
+    "guidance": 7.5,
+    "eta": 0.05,
+    "motion_percentage": 0.5,
+    "num_frames": 16,
+    "height": 320,
+    "width": 512,
+}
+
+
+def load_official(student_file, teacher_dir, device="cpu", time_cond_proj_seed=None):
+    """``(backbone, student, meta)`` of a released T2V-Turbo VideoCrafter2 student file (``unet_mg.pt`` /
+    ``unet_no_mg.pt``, or a v1 ``unet_lora.pt`` merged into the teacher's ``model.ckpt`` over a base
+    ``time_cond_proj`` drawn from ``time_cond_proj_seed``) with the VideoCrafter2 teacher folder
+    ``teacher_dir`` for its VAE and text encoder. ``meta`` holds :data:`OFFICIAL_SAMPLING` (eta 0 for a
+    student without motion conditioning)."""
+    from .backbones import load_backbone
+    from .backbones.official import load_official_student
+    from .backbones.videocrafter2 import resolve_paths
+
+    if not Path(student_file).is_file():
+        raise FileNotFoundError(
+            f"official student {str(student_file)!r} does not exist; expected unet_mg.pt / unet_no_mg.pt "
+            "(T2V-Turbo v2) or unet_lora.pt (v1)"
+        )
+    ckpt, _, _ = resolve_paths(teacher_dir)
+    bb = load_backbone("videocrafter2", str(teacher_dir)).to(device)
+    cfg = {
+        k: v
+        for k, v in bb.teacher.unet.config.to_dict().items()
+        if k not in ("time_cond_proj_dim", "motion_cond_proj_dim")
+    }
+    net = load_official_student(
+        student_file, cfg, base=ckpt, time_cond_proj=time_cond_proj_seed, fps=bb.teacher.fps
+    )
+    meta = {**OFFICIAL_SAMPLING, "family": "videocrafter2", "teacher_path": str(teacher_dir)}
+    if not net.motion:
+        meta["eta"] = 0.0
+    return bb, net.to(device).eval(), meta
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m t2vturbo.sample", description=__doc__.split("\n")[0])
     ap.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
@@ -143,8 +206,28 @@ def main(argv=None):
         help="motion-guidance strength embedding (student); default: the "
         "value it was trained with on guided samples (0 without motion guidance)",
     )
+    ap.add_argument(
+        "--motion-percentage",
+        type=float,
+        help="eta is given at the steps with t >= 1000 (1 - p), 0 below (the official pipelines' "
+        "percentage); default: the export's (0.5 when it has none)",
+    )
     ap.add_argument("--out", default="samples")
     ap.add_argument("--teacher", action="store_true", help="sample the teacher with DDIM + CFG instead")
+    ap.add_argument(
+        "--official",
+        metavar="FILE",
+        help="a released T2V-Turbo VideoCrafter2 student (unet_mg.pt / unet_no_mg.pt, or a v1 unet_lora.pt) "
+        "with --checkpoint the VideoCrafter2 teacher folder (its VAE and text encoder; a v1 list is merged "
+        "into its model.ckpt); defaults: the official predict.py's (16 x 320 x 512, w 7.5, eta 0.05 on the "
+        "first half of the steps, 200-point grid)",
+    )
+    ap.add_argument(
+        "--time-cond-proj-seed",
+        type=int,
+        help="--official with a v1 unet_lora.pt: the seed of the base time_cond_proj under the LoRA (the "
+        "release stores none; the official app draws a new random one at every start)",
+    )
     ap.add_argument("--fps", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--num-frames", type=int, help="default: the training run's")
@@ -163,8 +246,20 @@ def main(argv=None):
         args.steps = 50 if args.teacher else 4
     if args.steps < 1:
         ap.error(f"--steps must be >= 1, got {args.steps}")
+    if args.motion_percentage is not None and not 0.0 <= args.motion_percentage <= 1.0:
+        ap.error(f"--motion-percentage must be in [0, 1], got {args.motion_percentage}")
+    if args.official and (args.teacher or not args.checkpoint):
+        ap.error("--official needs --checkpoint (the VideoCrafter2 teacher folder) and no --teacher")
     try:  # everything is checked before any weights are read
-        if args.teacher:
+        if args.official:
+            if args.steps > OFFICIAL_SAMPLING["num_ddim_timesteps"]:
+                ap.error(
+                    f"--steps must be in [1, {OFFICIAL_SAMPLING['num_ddim_timesteps']}], got {args.steps}"
+                )
+            bb, net, meta = load_official(
+                args.official, args.checkpoint, args.device, args.time_cond_proj_seed
+            )
+        elif args.teacher:
             bb, meta = load_teacher(args.checkpoint, args.device)
             net = None
         else:
@@ -176,7 +271,7 @@ def main(argv=None):
                     f"got {args.steps}"
                 )
             (bb, net), meta = ex.load(args.device), ex.meta
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     ex = StudentExport(meta=meta)
@@ -197,12 +292,16 @@ def main(argv=None):
             prompts,
             steps=args.steps,
             guidance=guidance,
-            **{**cm, "eta": float(ex.get("eta", args.eta))},
+            **{
+                **cm,
+                "eta": float(ex.get("eta", args.eta)),
+                "motion_percentage": float(ex.get("motion_percentage", args.motion_percentage)),
+            },
             **kw,
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    who = "teacher" if args.teacher else "student"
+    who = "teacher" if args.teacher else "official" if args.official else "student"
     for i, (p, v) in enumerate(zip(prompts, video)):
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in p)[:80]
         path = write_video(out / f"{i:03d}_{who}_{args.steps}steps_{safe}.mp4", v.float().cpu(), fps=args.fps)

@@ -5,7 +5,8 @@ Layout (``OUTPUT_DIR/export`` of a distillation run)::
     student.safetensors      the student's weights (fp32; LoRA merged), GuidedDenoiser keys
     t2vturbo_student.json    how to rebuild and sample it: family, teacher_path, backbone_kwargs,
                              prediction_type, num_ddim_timesteps, sigma_data, timestep_scaling, clip size,
-                             guidance (the middle of its w range), eta, w_range, step, the run's config
+                             guidance (the middle of its w range), eta, motion_percentage, w_range, step,
+                             the run's config
     teacher/                 the teacher itself, when it had no folder of its own (a tiny random one)
     diffusers/               optionally the student as a plain diffusers pipeline (export_pipeline.py)
 
@@ -42,6 +43,8 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     "timestep_scaling": 10.0,
     "guidance": 7.5,
     "eta": 0.0,
+    # eta is given at the sampling steps with t >= T (1 - motion_percentage), 0 below (the official pipelines)
+    "motion_percentage": 0.5,
 }
 
 
@@ -108,13 +111,15 @@ class StudentExport:
 
     def sampling_kwargs(self) -> tuple[dict, dict]:
         """(clip size, consistency-sampler settings) as keyword arguments of ``t2vturbo.sample``'s samplers:
-        ``num_frames, height, width`` and ``num_ddim_timesteps, sigma_data, timestep_scaling, eta``."""
+        ``num_frames, height, width`` and ``num_ddim_timesteps, sigma_data, timestep_scaling, eta,
+        motion_percentage`` (an export without ``motion_percentage``: 0.5, the official default)."""
         size = {k: int(self.get(k)) for k in ("num_frames", "height", "width")}
         cm = dict(
             num_ddim_timesteps=int(self.get("num_ddim_timesteps")),
             sigma_data=float(self.get("sigma_data")),
             timestep_scaling=float(self.get("timestep_scaling")),
             eta=float(self.get("eta")),
+            motion_percentage=float(self.get("motion_percentage")),
         )
         return size, cm
 
@@ -171,6 +176,8 @@ class StudentExport:
             "weights": weights,
             "guidance": (o.w_min + o.w_max) / 2,
             "eta": float(cfg.guidance.eta) if cfg.guidance.motion else 0.0,
+            # eta at sampling steps t >= T (1 - p): the guided fraction of the grid it was trained with
+            "motion_percentage": float(cfg.guidance.tau),
             "w_range": [o.w_min, o.w_max],
             "step": step,
             "config": OmegaConf.to_container(cfg),

@@ -92,7 +92,7 @@ def tiny_teacher_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     """A tiny random teacher folder and the export of a freshly made student of it (random teacher weights;
-    the student's guidance embedding at its zero init, so it equals the teacher's conditional model)."""
+    the student's w / eta projections at their random init)."""
     from safetensors.torch import save_file
 
     from t2vturbo.backbones import load_backbone, write_tiny_model_dir

@@ -2,15 +2,24 @@
 
 A backbone owns the frozen parts (text encoder, VAE, the teacher denoiser) and knows its noise
 schedule and prediction type. Denoisers are plain ``nn.Module``s with
-``forward(z_t [B,C,F,h,w], t [B] long, cond [B,L,D]) -> model output [B,C,F,h,w]``.
+``forward(z_t [B,C,F,h,w], t [B] long, cond [B,L,D], timestep_cond=None, motion_cond=None)
+-> model output [B,C,F,h,w]``; the last two only for a student.
 
-The student is a copy of the teacher denoiser wrapped in :class:`GuidedDenoiser`, which adds the
-guidance-scale (w) and motion-strength (eta) embeddings to the timestep embedding:
+The student is a copy of the teacher denoiser with T2V-Turbo's conditioning added, wrapped in
+:class:`GuidedDenoiser`. The guidance scale w and the motion strength eta are embedded
+(``scalar_embedding``: sinusoid of value*1000, 256 wide) and projected onto the timestep
+*sinusoid*, before the time-embedding MLP, as the official T2V-Turbo UNet and diffusers'
+``TimestepEmbedding(cond_proj_dim=...)`` place it:
 
-    e_w = Linear_{256->C}(sinusoid(w*1000)),  e_eta = Linear_{256->C}(sinusoid(eta*1000))   (no bias)
-    temb' = temb + Linear_{2C->C}([e_w, e_eta])                                           (zero init)
+    c = time_cond_proj(e_w)                                               (eta absent)
+    c = combine_proj([time_cond_proj(e_w), motion_cond_proj(e_eta)])      (eta given)
+    temb = time_mlp(sinusoid(t) + c)
 
-The last projection is zero-initialised, so at step 0 the student equals the teacher exactly.
+All three are ``Linear`` without bias and with PyTorch's default (random) init, as the official
+code. Where each family keeps them: VideoCrafter2 the official names on its UNet
+(``VC2UNet.add_guidance_conditioning``); UNet3D diffusers' own ``time_embedding.cond_proj``
+(``time_cond_proj_dim``, ``timestep_cond``) and Wan the same on its time embedder, eta in both through
+:class:`DiffusersTimeCondition`.
 """
 
 from __future__ import annotations
@@ -36,43 +45,115 @@ def encode_frames(vae: nn.Module, video: torch.Tensor, scale: float, device) -> 
 class GuidedDenoiser(nn.Module):
     """Student denoiser: ``forward(z_t, t, cond, w, eta) -> model output``.
 
-    ``base`` is the denoiser (same call signature as the teacher), ``time_embedding`` the module
-    of ``base`` whose output is the timestep embedding (a forward hook adds our term to it).
+    ``base`` is the family's student denoiser (the teacher's module with the conditioning projections
+    added); this wrapper embeds w and eta and passes them as ``timestep_cond`` / ``motion_cond``. ``w``
+    None is w = 0; ``eta`` None leaves ``motion_cond`` out (the official forward then skips
+    ``combine_proj``), as does a student built without motion conditioning (``motion=False``).
     """
 
-    def __init__(self, base: nn.Module, time_embedding: nn.Module, time_embed_dim: int, embed_dim: int = 256):
+    def __init__(self, base: nn.Module, embed_dim: int = 256, motion: bool = True):
         super().__init__()
         self.base = base
         self.embed_dim = embed_dim
-        self.w_proj = nn.Linear(embed_dim, time_embed_dim, bias=False)
-        self.eta_proj = nn.Linear(embed_dim, time_embed_dim, bias=False)
-        self.fuse = nn.Linear(2 * time_embed_dim, time_embed_dim, bias=False)
-        nn.init.zeros_(self.fuse.weight)
-        self._extra: torch.Tensor | None = None
-        time_embedding.register_forward_hook(self._add_extra)
+        self.motion = motion
 
-    def _add_extra(self, module, inputs, output):
-        if self._extra is None:
-            return output
-        return output + self._extra.to(output.dtype)
-
-    def guidance_embedding(self, w: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-        dtype = self.fuse.weight.dtype
-        e_w = self.w_proj(scalar_embedding(w, self.embed_dim).to(self.fuse.weight.device, dtype))
-        e_eta = self.eta_proj(scalar_embedding(eta, self.embed_dim).to(self.fuse.weight.device, dtype))
-        return self.fuse(torch.cat([e_w, e_eta], dim=1))
+    def embeddings(self, w, eta, batch: int, device=None):
+        """``(e_w, e_eta | None)`` [B, embed_dim] float32 of per-sample (or scalar) w and eta."""
+        w = torch.zeros(batch) if w is None else torch.as_tensor(w, dtype=torch.float32).reshape(-1)
+        e_w = scalar_embedding(w.float().cpu().expand(batch), self.embed_dim).to(device)
+        if eta is None or not self.motion:
+            return e_w, None
+        eta = torch.as_tensor(eta, dtype=torch.float32).reshape(-1)
+        return e_w, scalar_embedding(eta.float().cpu().expand(batch), self.embed_dim).to(device)
 
     def forward(self, z_t, t, cond, w=None, eta=None):
-        b = z_t.shape[0]
-        w = torch.zeros(b) if w is None else torch.as_tensor(w, dtype=torch.float32).reshape(-1).expand(b)
-        eta = (
-            torch.zeros(b) if eta is None else torch.as_tensor(eta, dtype=torch.float32).reshape(-1).expand(b)
-        )
-        self._extra = self.guidance_embedding(w.float().cpu(), eta.float().cpu())
+        e_w, e_eta = self.embeddings(w, eta, z_t.shape[0], z_t.device)
+        return self.base(z_t, t, cond, timestep_cond=e_w, motion_cond=e_eta)
+
+
+class DiffusersTimeCondition(nn.Module):
+    """Base of the denoisers around a diffusers model whose time MLP is a ``TimestepEmbedding``
+    (UNet3D's ``time_embedding``, Wan's ``condition_embedder.time_embedder``).
+
+    :meth:`add_guidance_conditioning` gives that embedding diffusers' own ``cond_proj`` (w: ``sample +
+    cond_proj(timestep_cond)`` before ``linear_1``, registered after ``linear_1`` as diffusers does, and
+    ``time_cond_proj_dim`` in the model's config) and, with motion, ``motion_cond_proj`` / ``combine_proj``
+    on the model: the smallest extension of diffusers' form that is T2V-Turbo's, ``c =
+    combine_proj([cond_proj(e_w), motion_cond_proj(e_eta)])`` (a forward hook on ``cond_proj``, active only
+    while a ``motion_cond`` is passed). ``_run(model_call, timestep_cond, motion_cond)`` runs the model with
+    them; families whose model forwards no ``timestep_cond`` (Wan) set ``inject_condition`` and the
+    condition reaches the embedding through a forward pre-hook."""
+
+    inject_condition = False
+
+    def _setup_condition(self, model: nn.Module, embedding: nn.Module) -> None:
+        self._model_ref = [model]  # not a submodule twice
+        self._embedding_name = next(n for n, m in model.named_modules() if m is embedding)
+        self._motion_cond: torch.Tensor | None = None
+        self._timestep_cond: torch.Tensor | None = None
+        if getattr(embedding, "cond_proj", None) is not None:
+            self._hook_projection(embedding)
+
+    @property
+    def time_embedding(self) -> nn.Module:
+        return self._model_ref[0].get_submodule(self._embedding_name)
+
+    def _hook_projection(self, embedding: nn.Module) -> None:
+        embedding.cond_proj.register_forward_hook(self._combine)
+        if self.inject_condition:
+            embedding.register_forward_pre_hook(self._inject, with_kwargs=True)
+
+    def add_guidance_conditioning(self, embed_dim: int = 256, motion: bool = True) -> None:
+        model, emb = self._model_ref[0], self.time_embedding
+        if getattr(emb, "cond_proj", None) is not None:
+            raise ValueError("this model already has a cond_proj (a student)")
+        ref = emb.linear_1.weight
+        proj = nn.Linear(embed_dim, emb.linear_1.in_features, bias=False).to(ref.device, ref.dtype)
+        order = {}
+        for name, mod in emb._modules.items():
+            if name != "cond_proj":
+                order[name] = mod
+            if name == "linear_1":
+                order["cond_proj"] = proj
+        emb.__dict__.pop("cond_proj", None)
+        emb._modules.clear()
+        emb._modules.update(order)
+        if hasattr(model, "register_to_config") and "time_cond_proj_dim" in getattr(model, "config", {}):
+            model.register_to_config(time_cond_proj_dim=embed_dim)
+        if motion:
+            c = emb.linear_1.in_features
+            model.motion_cond_proj = nn.Linear(embed_dim, c, bias=False).to(ref.device, ref.dtype)
+            model.combine_proj = nn.Linear(2 * c, c, bias=False).to(ref.device, ref.dtype)
+        self._hook_projection(emb)
+
+    def _combine(self, module, inputs, output):
+        if self._motion_cond is None:
+            return output
+        model = self._model_ref[0]
+        if getattr(model, "motion_cond_proj", None) is None:
+            raise ValueError("this student has no motion_cond_proj: it takes no motion_cond")
+        e = self._motion_cond.to(output.device, model.motion_cond_proj.weight.dtype)
+        return model.combine_proj(torch.cat([output, model.motion_cond_proj(e)], dim=1))
+
+    def _inject(self, module, args, kwargs):
+        if self._timestep_cond is None:
+            return None
+        return args, {**kwargs, "condition": self._timestep_cond}
+
+    def _run(self, call, timestep_cond, motion_cond):
+        """``call(timestep_cond)`` with ``motion_cond`` available to the hook."""
+        if motion_cond is not None and timestep_cond is None:
+            raise ValueError("motion_cond needs timestep_cond")
+        if timestep_cond is not None:
+            if getattr(self.time_embedding, "cond_proj", None) is None:
+                raise ValueError("this model has no cond_proj (a teacher): it takes no timestep_cond")
+            timestep_cond = timestep_cond.to(self.time_embedding.cond_proj.weight.dtype)
+        self._motion_cond = motion_cond
+        self._timestep_cond = timestep_cond if self.inject_condition else None
         try:
-            return self.base(z_t, t, cond)
+            return call(None if self.inject_condition else timestep_cond)
         finally:
-            self._extra = None
+            self._motion_cond = self._timestep_cond = None
 
 
 class VideoBackbone(nn.Module, abc.ABC):

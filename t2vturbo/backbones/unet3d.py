@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from ..diffusion import make_alphas_cumprod
-from .base import GuidedDenoiser, VideoBackbone, encode_frames
+from .base import DiffusersTimeCondition, GuidedDenoiser, VideoBackbone, encode_frames
 from .pixel_vae import PixelUnshuffleVAE
 
 EXPECTED_LAYOUT = (
@@ -38,17 +38,24 @@ EXPECTED_LAYOUT = (
 )
 
 
-class UNet3DDenoiser(nn.Module):
-    """``forward(z [B,C,F,h,w], t [B], cond [B,L,D]) -> model output`` around a UNet3DConditionModel."""
+class UNet3DDenoiser(DiffusersTimeCondition):
+    """``forward(z [B,C,F,h,w], t [B], cond [B,L,D], timestep_cond=None, motion_cond=None) -> model
+    output`` around a UNet3DConditionModel (a student: w through diffusers' ``timestep_cond``, see
+    :class:`DiffusersTimeCondition`)."""
 
     def __init__(self, unet: nn.Module):
         super().__init__()
         self.unet = unet
+        self._setup_condition(unet, unet.time_embedding)
 
-    def forward(self, z_t, t, cond):
+    def forward(self, z_t, t, cond, timestep_cond=None, motion_cond=None):
         if type(self.unet).__name__ == "UNetMotionModel":  # it expects the prompt repeated per frame
             cond = cond.repeat_interleave(z_t.shape[2], dim=0)
-        return self.unet(z_t, t, encoder_hidden_states=cond, return_dict=False)[0]
+
+        def call(tc):
+            return self.unet(z_t, t, encoder_hidden_states=cond, timestep_cond=tc, return_dict=False)[0]
+
+        return self._run(call, timestep_cond, motion_cond)
 
 
 _CKPT_CLASSES: dict[type, type] = {}
@@ -274,9 +281,9 @@ class UNet3DBackbone(VideoBackbone):
             disable_dropout(unet)
         if self.gradient_checkpointing:
             enable_block_checkpointing(unet)
-        return GuidedDenoiser(
-            UNet3DDenoiser(unet), unet.time_embedding, unet.time_embedding.linear_2.out_features
-        )
+        net = UNet3DDenoiser(unet)
+        net.add_guidance_conditioning(embed_dim=256, motion=True)
+        return GuidedDenoiser(net)
 
     def trainable_teacher(self, clone: bool = False) -> nn.Module:
         """The teacher denoiser itself made trainable (plain diffusion training), or with ``clone`` a

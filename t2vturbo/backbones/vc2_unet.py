@@ -64,6 +64,9 @@ class VC2UNetConfig:
     dropout: float = 0.0
     temporal_conv_dropout: float = 0.1  # fixed in the official TemporalConvBlock
     fps_cond: bool = True
+    # the student's guidance (w) and motion (eta) conditioning, T2V-Turbo's names: None = a teacher
+    time_cond_proj_dim: int | None = None
+    motion_cond_proj_dim: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -316,7 +319,9 @@ class Stage(nn.ModuleList):
 # The UNet
 # ---------------------------------------------------------------------------------------------
 class VC2UNet(nn.Module):
-    """``forward(x [B,C,F,h,w], timesteps [B], context [B,L,D], fps [B]) -> [B,C_out,F,h,w]``."""
+    """``forward(x [B,C,F,h,w], timesteps [B], context [B,L,D], fps [B], timestep_cond [B,256] | None,
+    motion_cond [B,256] | None) -> [B,C_out,F,h,w]``; the two conditions only for a student
+    (``time_cond_proj_dim`` / ``motion_cond_proj_dim`` set), as T2V-Turbo's UNet."""
 
     def __init__(self, config: VC2UNetConfig | dict | None = None):
         super().__init__()
@@ -331,6 +336,8 @@ class VC2UNet(nn.Module):
             if cfg.fps_cond
             else None
         )
+        self.time_cond_proj = self.motion_cond_proj = self.combine_proj = None
+        self._add_cond_projections()
 
         def attention(ch: int) -> list[nn.Module]:
             heads, d = ch // cfg.num_head_channels, cfg.num_head_channels
@@ -379,13 +386,63 @@ class VC2UNet(nn.Module):
             GroupNorm32(g, ch), nn.SiLU(), _zero(nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
         )
 
+    def _add_cond_projections(self) -> None:
+        """T2V-Turbo's student conditioning (openaimodel3d.py of its repository): ``time_cond_proj``
+        (w, 256 -> C) and with motion conditioning ``motion_cond_proj`` (eta, 256 -> C) and ``combine_proj``
+        (2C -> C), all without bias and with PyTorch's default (random) init; registered right after
+        ``fps_embedding`` as there, so ``named_modules()`` order (which v1 LoRA lists follow) is the official."""
+        cfg, mc = self.config, self.config.model_channels
+        new = {}
+        if cfg.time_cond_proj_dim and self.time_cond_proj is None:
+            new["time_cond_proj"] = nn.Linear(cfg.time_cond_proj_dim, mc, bias=False)
+        if cfg.motion_cond_proj_dim and self.motion_cond_proj is None:
+            if not cfg.time_cond_proj_dim:
+                raise ValueError("motion_cond_proj_dim needs time_cond_proj_dim (eta is combined with w)")
+            new["motion_cond_proj"] = nn.Linear(cfg.motion_cond_proj_dim, mc, bias=False)
+            new["combine_proj"] = nn.Linear(2 * mc, mc, bias=False)
+        if not new:
+            return
+        for k in new:
+            self.__dict__.pop(k, None)  # the None placeholders set in __init__
+        dev = self.time_embed[0].weight
+        order = {}
+        for name, mod in self._modules.items():
+            if name not in new:
+                order[name] = mod
+            if name == ("fps_embedding" if "fps_embedding" in self._modules else "time_embed"):
+                for k, m in new.items():
+                    order[k] = m.to(dev.device, dev.dtype)
+        self._modules.clear()
+        self._modules.update(order)
+
+    def add_guidance_conditioning(self, embed_dim: int = 256, motion: bool = True) -> VC2UNet:
+        """Make this (teacher) UNet a student: add the projections of :meth:`_add_cond_projections` (in
+        place; the config records the dims, so the official layout is ``state_dict()`` as is)."""
+        self.config.time_cond_proj_dim = embed_dim
+        if motion:
+            self.config.motion_cond_proj_dim = embed_dim
+        self._add_cond_projections()
+        return self
+
     @property
     def time_embed_dim(self) -> int:
         return 4 * self.config.model_channels
 
-    def _embedding(self, timesteps, fps, dtype):
+    def _embedding(self, timesteps, fps, dtype, timestep_cond=None, motion_cond=None):
         mc = self.config.model_channels
-        emb = self.time_embed(timestep_embedding(timesteps, mc).to(dtype))
+        t_emb = timestep_embedding(timesteps, mc).to(dtype)
+        if timestep_cond is not None:  # the student: w (and eta) are added to the sinusoid, before the MLP
+            if self.time_cond_proj is None:
+                raise ValueError("this UNet has no time_cond_proj (a teacher): it takes no timestep_cond")
+            c = self.time_cond_proj(timestep_cond.to(dtype))
+            if motion_cond is not None:
+                if self.motion_cond_proj is None:
+                    raise ValueError("this UNet has no motion_cond_proj: it takes no motion_cond")
+                c = self.combine_proj(torch.cat([c, self.motion_cond_proj(motion_cond.to(dtype))], dim=1))
+            t_emb = t_emb + c
+        elif motion_cond is not None:
+            raise ValueError("motion_cond needs timestep_cond (the official forward asserts the same)")
+        emb = self.time_embed(t_emb)
         if self.fps_embedding is not None:
             if fps is None:
                 raise ValueError("this UNet is fps-conditioned (fps_cond=True): pass fps")
@@ -414,11 +471,11 @@ class VC2UNet(nn.Module):
                 ]
         return names
 
-    def forward(self, x, timesteps, context, fps=None):
+    def forward(self, x, timesteps, context, fps=None, timestep_cond=None, motion_cond=None):
         b, _, f = x.shape[:3]
         dtype = self.time_embed[0].weight.dtype
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(b)
-        emb = self._embedding(timesteps, fps, dtype).repeat_interleave(f, dim=0)
+        emb = self._embedding(timesteps, fps, dtype, timestep_cond, motion_cond).repeat_interleave(f, dim=0)
         context = context.to(dtype).repeat_interleave(f, dim=0)
         h = to_frames(x.to(dtype))
         skips = []

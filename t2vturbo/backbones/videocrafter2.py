@@ -190,9 +190,9 @@ class VideoCrafter2Denoiser(nn.Module):
         self.unet = unet
         self.fps = int(fps)
 
-    def forward(self, z_t, t, cond):
+    def forward(self, z_t, t, cond, timestep_cond=None, motion_cond=None):
         fps = torch.full((z_t.shape[0],), self.fps, dtype=torch.long, device=z_t.device)
-        return self.unet(z_t, t, cond, fps=fps)
+        return self.unet(z_t, t, cond, fps=fps, timestep_cond=timestep_cond, motion_cond=motion_cond)
 
 
 class VideoCrafter2Backbone(VideoBackbone):
@@ -413,8 +413,8 @@ class VideoCrafter2Backbone(VideoBackbone):
         return out.reshape(b, f, *out.shape[1:]).clamp(-1, 1)
 
     def make_student(self, dropout: bool = False) -> GuidedDenoiser:
-        """A trainable copy of the teacher UNet with the w/eta embeddings added to ``time_embed``'s
-        output (before the fps embedding is added, as the official forward does)."""
+        """A trainable copy of the teacher UNet with T2V-Turbo-v2's ``time_cond_proj`` /
+        ``motion_cond_proj`` / ``combine_proj`` (w and eta onto the timestep sinusoid, random init)."""
         unet = copy.deepcopy(self.teacher.unet)
         unet.requires_grad_(True)
         unet.train()
@@ -423,7 +423,8 @@ class VideoCrafter2Backbone(VideoBackbone):
                 if isinstance(m, nn.Dropout):
                     m.p = 0.0
         unet.gradient_checkpointing = self.gradient_checkpointing
-        return GuidedDenoiser(VideoCrafter2Denoiser(unet, self.fps), unet.time_embed, unet.time_embed_dim)
+        unet.add_guidance_conditioning(embed_dim=256, motion=True)
+        return GuidedDenoiser(VideoCrafter2Denoiser(unet, self.fps))
 
     def trainable_teacher(self, clone: bool = False) -> nn.Module:
         teacher = copy.deepcopy(self.teacher) if clone else self.teacher
@@ -538,3 +539,13 @@ def write_tiny_checkpoint(path, filename: str = "model.ckpt", **kwargs) -> Path:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def __getattr__(name: str):
+    """``load_official_student`` (official T2V-Turbo student files) lives in :mod:`.official`, which imports
+    this module: re-exported lazily."""
+    if name == "load_official_student":
+        from .official import load_official_student
+
+        return load_official_student
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,7 +41,7 @@ from torch import nn
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
 from ..diffusion.flow import time_shift
-from .base import GuidedDenoiser, VideoBackbone
+from .base import DiffusersTimeCondition, GuidedDenoiser, VideoBackbone
 from .unet3d import build_word_tokenizer, disable_dropout
 
 TEXT_LEN = 512  # Wan2.1 text_len / WanPipeline max_sequence_length
@@ -106,15 +106,22 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-class WanDenoiser(nn.Module):
-    """``forward(z [B,C,F,h,w], t [B] float (= sigma*1000), cond [B,L,D]) -> velocity`` around a
-    WanTransformer3DModel."""
+class WanDenoiser(DiffusersTimeCondition):
+    """``forward(z [B,C,F,h,w], t [B] float (= sigma*1000), cond [B,L,D], timestep_cond=None,
+    motion_cond=None) -> velocity`` around a WanTransformer3DModel (a student: w and eta on the sinusoid
+    input of ``condition_embedder.time_embedder``, see :class:`DiffusersTimeCondition`)."""
+
+    inject_condition = True  # WanTransformer3DModel forwards no timestep_cond to its time embedder
 
     def __init__(self, transformer: nn.Module):
         super().__init__()
         self.transformer = transformer
+        self._setup_condition(transformer, transformer.condition_embedder.time_embedder)
 
-    def forward(self, z_t, t, cond):
+    def forward(self, z_t, t, cond, timestep_cond=None, motion_cond=None):
+        return self._run(lambda _: self._forward(z_t, t, cond), timestep_cond, motion_cond)
+
+    def _forward(self, z_t, t, cond):
         # inputs in the dtype of the patch embedding: a transformer loaded with torch_dtype=bf16 keeps some
         # parameters (time_embedder, norms, scale_shift_table) in float32
         dtype = self.transformer.patch_embedding.weight.dtype
@@ -305,8 +312,9 @@ class WanBackbone(VideoBackbone):
             disable_dropout(tr)
         if self.gradient_checkpointing:
             tr.enable_gradient_checkpointing()
-        te = tr.condition_embedder.time_embedder
-        return GuidedDenoiser(WanDenoiser(tr), te, te.linear_2.out_features)
+        net = WanDenoiser(tr)
+        net.add_guidance_conditioning(embed_dim=256, motion=True)
+        return GuidedDenoiser(net)
 
     def trainable_teacher(self, clone: bool = False) -> nn.Module:
         raise NotImplementedError(

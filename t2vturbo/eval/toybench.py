@@ -251,6 +251,7 @@ def run_toybench(
                     num_ddim_timesteps=int(opt("num_ddim_timesteps", num_ddim_timesteps)),
                     guidance=guidance,
                     eta=float(opt("eta", eta)),
+                    motion_percentage=float(opt("motion_percentage")),
                     num_frames=nf,
                     height=h,
                     width=w,

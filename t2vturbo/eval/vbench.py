@@ -528,6 +528,7 @@ def load_sampler(
             num_ddim_timesteps=int(opt("num_ddim_timesteps", None)),
             sigma_data=float(opt("sigma_data", None)),
             timestep_scaling=float(opt("timestep_scaling", None)),
+            motion_percentage=float(opt("motion_percentage", None)),
         )
 
         def sample_fn(prompt: str, seed: int):
@@ -543,6 +544,7 @@ def load_sampler(
                     seed=int(seed),
                     sigma_data=settings["sigma_data"],
                     timestep_scaling=settings["timestep_scaling"],
+                    motion_percentage=settings["motion_percentage"],
                     **common,
                 )
             return v[0]

@@ -4,6 +4,11 @@ A student goes to a :class:`~t2vturbo.student_export.StudentExport` (EMA weights
 network, LoRA merged; the teacher folder is referenced, or written beside it when it had none; optionally
 a diffusers pipeline); a trained teacher (``objective=diffusion``, VADER on the teacher) is written in its
 family's own layout with its LoRA merged.
+
+A VideoCrafter2 student is also written as ``unet_official.pt``: the official T2V-Turbo-v2 layout (the
+``unet_mg.pt`` of its release: ``torch.save`` of the bare UNet state dict with ``time_cond_proj`` /
+``motion_cond_proj`` / ``combine_proj``, fp32; :func:`t2vturbo.backbones.official.save_official_v2`), so it
+runs in the official demo in place of ``unet_mg.pt``, and ``objective.init_from`` takes it back.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from pathlib import Path
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
+from ..backbones.official import save_official_v2
+from ..backbones.videocrafter2 import VideoCrafter2Denoiser
 from ..export_pipeline import export_pipeline
 from ..student_export import StudentExport
 from .ema import gathered
 from .lora import add_lora, merge_lora
 
 log = logging.getLogger("t2vturbo")
+
+OFFICIAL_V2_FILE = "unet_official.pt"  # a VideoCrafter2 student in the official v2 layout (unet_mg.pt)
 
 
 def gathered_state_dict(module) -> dict:
@@ -58,6 +67,9 @@ def export_run(cfg, bb, objective, engine, step: int, rank: int) -> Path:
                 cfg, bb, step, "ema" if ema is not None else "student", teacher_path
             )
             StudentExport.write(out, net.state_dict(), meta)
+            if isinstance(getattr(net, "base", None), VideoCrafter2Denoiser):
+                save_official_v2(net, out / OFFICIAL_V2_FILE)
+                log.info("official T2V-Turbo-v2 UNet (the demo's unet_mg.pt): %s", out / OFFICIAL_V2_FILE)
             if cfg.train.export_diffusers:
                 problem = bb.diffusers_export_problem()
                 if problem:
@@ -65,7 +77,8 @@ def export_run(cfg, bb, objective, engine, step: int, rank: int) -> Path:
                 else:
                     export_pipeline(out, out / "diffusers")
                     log.info(
-                        "diffusers pipeline: DiffusionPipeline.from_pretrained(%r), 4 steps, guidance_scale=1",
+                        "diffusers pipeline: DiffusionPipeline.from_pretrained(%r, trust_remote_code=True), "
+                        "4 steps, guidance_scale = w",
                         str(out / "diffusers"),
                     )
     else:

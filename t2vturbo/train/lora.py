@@ -63,13 +63,17 @@ def add_lora(module: nn.Module, rank: int, alpha: int, target_modules) -> nn.Mod
     return module
 
 
+#: the student's w / eta projections (backbones.base): they train with the adapters
+GUIDANCE_PROJECTIONS = ("time_cond_proj", "motion_cond_proj", "combine_proj", "cond_proj")
+
+
 def mark_trainable(student: nn.Module, lora: bool):
     """LoRA: only adapters and the w/eta embedding projections train. Full: everything."""
     if not lora:
         student.requires_grad_(True)
         return
     for name, p in student.named_parameters():
-        p.requires_grad_("lora_" in name or name.split(".")[0] in ("w_proj", "eta_proj", "fuse"))
+        p.requires_grad_("lora_" in name or name.rsplit(".", 2)[-2] in GUIDANCE_PROJECTIONS)
 
 
 def merge_lora(module: nn.Module) -> nn.Module:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -95,12 +96,51 @@ def build_objective(cfg, backbone, ctx: RunContext) -> Objective:
     return builder(cfg, backbone, ctx)
 
 
+def init_student(module, init_from, backbone, time_cond_proj_seed=None) -> None:
+    """Load ``init_from`` into the fresh student ``module``: a student export folder, or an official T2V-Turbo
+    student file (VideoCrafter2 only: ``unet_mg.pt`` / ``unet_no_mg.pt`` / v1 ``unet_lora.pt`` merged into this
+    teacher with a base ``time_cond_proj`` drawn from ``time_cond_proj_seed``, or our ``unet_official.pt``;
+    t2vturbo/backbones/official.py)."""
+    p = Path(init_from)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"objective.init_from={str(init_from)!r} does not exist; expected a student export folder "
+            "(t2vturbo_student.json + student.safetensors) or an official T2V-Turbo student file (unet_mg.pt, "
+            "unet_no_mg.pt, unet_lora.pt, or an export's unet_official.pt)"
+        )
+    if p.is_dir():
+        StudentExport.resolve(p).load_into(module, teacher_path=getattr(backbone, "model_dir", None))
+        return
+    from ..backbones.official import init_student_from_official
+    from ..backbones.videocrafter2 import VideoCrafter2Backbone
+
+    if not isinstance(backbone, VideoCrafter2Backbone):
+        raise ConfigError(
+            f"objective.init_from={str(init_from)!r} is a file (an official T2V-Turbo student): those are "
+            f"VideoCrafter2 UNets and need model.family=videocrafter2, not a {type(backbone).__name__} teacher "
+            "(a student export folder works for every family)"
+        )
+    kept = init_student_from_official(
+        module,
+        p,
+        base=backbone.teacher.unet,
+        time_cond_proj=time_cond_proj_seed,
+        option="objective.init_from_time_cond_proj_seed=SEED (an int: a reproducible draw of that random init)",
+    )
+    log.info(
+        "student initialised from %s%s",
+        p,
+        f" ({', '.join(kept)} not in it: kept at their random init)" if kept else "",
+    )
+
+
 def student_module(cfg, backbone, init_from=None) -> nn.Module:
-    """A trainable student of ``backbone``: equal to the teacher, or loaded from the student export
-    ``init_from``; with LoRA adapters when ``model.lora.enabled`` (only they and the w/eta projections train)."""
+    """A trainable student of ``backbone``: equal to the teacher, or loaded from ``init_from`` (a student
+    export folder or an official student file, :func:`init_student`); with LoRA adapters when
+    ``model.lora.enabled`` (only they and the w/eta projections train)."""
     module = backbone.make_student()
     if init_from:
-        StudentExport.resolve(init_from).load_into(module, teacher_path=getattr(backbone, "model_dir", None))
+        init_student(module, init_from, backbone, cfg.objective.get("init_from_time_cond_proj_seed"))
     lcfg = cfg.model.lora
     if lcfg.enabled:
         add_lora(module.base, lcfg.rank, lcfg.alpha, lcfg.target_modules)
@@ -245,7 +285,7 @@ def build_consistency_distillation(cfg, bb, ctx: RunContext) -> ConsistencyDisti
     obj = ConsistencyDistillation(o, bb, cfg.seed, solver, eta=g.eta)
     if cfg.reward.weights:
         obj.reward_term = reward_term(cfg, bb, ctx)
-    obj.module = student_module(cfg, bb)
+    obj.module = student_module(cfg, bb, o.init_from)
     if cfg.data.precomputed:  # the teacher only initialised the student (and the export): off the GPU
         bb.teacher.to("cpu")
     if o.target == "ema":

@@ -339,29 +339,55 @@ def _student(bb) -> GuidedDenoiser:
     return s
 
 
-def test_student_equals_teacher_at_init(bb_pix):
+def _projections(s):
+    u = s.base.unet
+    return u.time_embedding.cond_proj, u.motion_cond_proj, u.combine_proj
+
+
+def _ref_condition(s, w, eta):
+    """T2V-Turbo's conditioning written out: c = cond_proj(e_w), or combine_proj([cond_proj(e_w),
+    motion_cond_proj(e_eta)]) when eta is given; [B, C0] (C0 = the sinusoid width)."""
+    wp, mp, cp = (m.weight for m in _projections(s))
+    c = F.linear(_ref_guidance_scale_embedding(torch.as_tensor(w, dtype=torch.float32).expand(2)), wp)
+    if eta is None:
+        return c
+    e = _ref_guidance_scale_embedding(torch.as_tensor(eta, dtype=torch.float32).expand(2))
+    return F.linear(torch.cat([c, F.linear(e, mp)], 1), cp)
+
+
+def _ref_student(bb, s, z, t, cond, w, eta):
+    """The teacher's UNet (a copy) with the student's weights, and _ref_condition added to the input of its
+    time MLP (the timestep sinusoid) by a pre-hook: the official placement, computed independently."""
+    unet = copy.deepcopy(bb.teacher.unet)
+    own = {k: v for k, v in s.base.unet.state_dict().items() if k in unet.state_dict()}
+    unet.load_state_dict(own, strict=True)
+    extra = _ref_condition(s, w, eta)
+    unet.time_embedding.register_forward_pre_hook(lambda m, args: (args[0] + extra, *args[1:]))
+    return unet(z, t, encoder_hidden_states=cond, return_dict=False)[0]
+
+
+def test_student_conditioning_is_official_and_random_initialised(bb_pix):
+    """w (and eta) are projected onto the timestep sinusoid before the time MLP, with diffusers' own
+    ``time_embedding.cond_proj`` (``time_cond_proj_dim`` = 256 in the UNet's config) for w and
+    ``motion_cond_proj`` / ``combine_proj`` for eta; no bias, PyTorch's default (random) init as the official
+    T2V-Turbo code."""
     s = _student(bb_pix)
     assert isinstance(s, GuidedDenoiser)
-    assert torch.count_nonzero(s.fuse.weight) == 0
-    c = 4 * 16  # time_embed_dim = 4 * block_out_channels[0]
-    assert s.base.unet.time_embedding.linear_2.out_features == c
-    assert (
-        s.fuse.weight.shape == (c, 2 * c)
-        and s.w_proj.weight.shape == (c, 256)
-        and s.eta_proj.weight.shape == (c, 256)
-    )
-    assert s.w_proj.weight.abs().sum() > 0 and s.eta_proj.weight.abs().sum() > 0
+    c0 = 16  # block_out_channels[0]: the sinusoid width, linear_1's input
+    wp, mp, cp = _projections(s)
+    assert wp.weight.shape == (c0, 256) and mp.weight.shape == (c0, 256) and cp.weight.shape == (c0, 2 * c0)
+    assert all(m.bias is None and m.weight.abs().min() > 0 for m in (wp, mp, cp))
+    assert s.base.unet.config.time_cond_proj_dim == 256
+    # registered where diffusers' TimestepEmbedding(cond_proj_dim=...) registers it
+    assert list(s.base.unet.time_embedding._modules)[:3] == ["linear_1", "cond_proj", "act"]
+    assert bb_pix.teacher.unet.time_embedding.cond_proj is None  # the teacher is untouched
     z, t, cond = _inputs(bb_pix)
     with torch.no_grad():
-        ref = bb_pix.teacher(z, t, cond)
-        for w, eta in [
-            (None, None),
-            (3.0, 0.0),
-            (7.0, 0.5),
-            (torch.tensor([5.0, 15.0]), torch.tensor([0.1, 0.9])),
-        ]:
-            assert torch.equal(s(z, t, cond, w=w, eta=eta), ref)
-    # The student is a copy: its parameters are not the teacher's.
+        for w, eta in [(3.0, 0.0), (7.0, 0.5), (12.0, None)]:
+            torch.testing.assert_close(
+                s(z, t, cond, w=w, eta=eta), _ref_student(bb_pix, s, z, t, cond, w, eta), rtol=1e-4, atol=1e-5
+            )
+    # The student is a copy: its UNet parameters equal the teacher's and are not shared.
     sp = dict(s.base.unet.named_parameters())
     for n, p in bb_pix.teacher.unet.named_parameters():
         assert torch.equal(p, sp[n]) and p.data_ptr() != sp[n].data_ptr()
@@ -369,76 +395,46 @@ def test_student_equals_teacher_at_init(bb_pix):
 
 def test_student_output_depends_on_w_and_eta(bb_pix):
     s = _student(bb_pix)
-    _perturb(s.fuse)
     z, t, cond = _inputs(bb_pix)
     with torch.no_grad():
-        ref = bb_pix.teacher(z, t, cond)
         o3 = s(z, t, cond, w=3.0, eta=0.0)
         o7 = s(z, t, cond, w=7.0, eta=0.0)
         o7e = s(z, t, cond, w=7.0, eta=0.5)
+        o7_absent = s(z, t, cond, w=7.0)
         o_none = s(z, t, cond)
-        o_zero = s(z, t, cond, w=0.0, eta=0.0)
+        o_zero = s(z, t, cond, w=0.0)
         mixed = s(z, t, cond, w=torch.tensor([3.0, 7.0]), eta=torch.tensor([0.0, 0.5]))
-        # The base denoiser called directly gets no guidance term.
-        assert torch.equal(s.base(z, t, cond), ref)
-    for a, b in [(o3, ref), (o7, ref), (o3, o7), (o7, o7e)]:
+    for a, b in [(o3, o7), (o7, o7e), (o7, o7_absent)]:  # eta absent skips combine_proj: not eta = 0
         assert (a - b).abs().max() > 1e-4
-    assert torch.equal(o_none, o_zero)  # None means w = eta = 0
+    assert torch.equal(o_none, o_zero)  # w None means w = 0
     # Per-sample w/eta: each sample gets its own embedding.
     torch.testing.assert_close(mixed[0], o3[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mixed[1], o7e[1], rtol=1e-5, atol=1e-5)
-
-
-def test_guidance_embedding_matches_independent_formula(bb_pix):
-    s = _student(bb_pix)
-    _perturb(s.fuse, s.w_proj, s.eta_proj, seed=5)
-    w = torch.tensor([3.0, 7.5, 15.0])
-    eta = torch.tensor([0.0, 0.25, 1.0])
-    e_w = F.linear(_ref_guidance_scale_embedding(w), s.w_proj.weight)
-    e_eta = F.linear(_ref_guidance_scale_embedding(eta), s.eta_proj.weight)
-    ref = F.linear(torch.cat([e_w, e_eta], dim=1), s.fuse.weight)
+    # The base called directly without a condition is the teacher's function of the student's weights.
     with torch.no_grad():
-        got = s.guidance_embedding(w, eta)
-    assert got.shape == (3, 4 * 16)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        plain = s.base(z, t, cond)
+        assert torch.equal(plain, bb_pix.teacher(z, t, cond))
 
 
-def test_student_forward_adds_embedding_to_time_embedding(bb_pix):
-    """Student output == teacher with fuse(...) added to the time-embedding output (all frames)."""
+def test_diffusers_timestep_cond_is_the_w_path(bb_pix):
+    """With eta absent, the student is diffusers' own ``UNet3DConditionModel(timestep_cond=emb(w))``."""
     s = _student(bb_pix)
-    _perturb(s.fuse, seed=6)
-    z, t, cond = _inputs(bb_pix, seed=2)
-    w, eta = torch.tensor([4.0, 9.0]), torch.tensor([0.3, 0.0])
+    z, t, cond = _inputs(bb_pix)
     with torch.no_grad():
-        extra = F.linear(
-            torch.cat(
-                [
-                    F.linear(_ref_guidance_scale_embedding(w), s.w_proj.weight),
-                    F.linear(_ref_guidance_scale_embedding(eta), s.eta_proj.weight),
-                ],
-                1,
-            ),
-            s.fuse.weight,
-        )
-        unet = copy.deepcopy(bb_pix.teacher.unet)
-        unet.time_embedding.register_forward_hook(lambda m, i, o: o + extra)
-        ref = unet(z, t, encoder_hidden_states=cond, return_dict=False)[0]
-        got = s(z, t, cond, w=w, eta=eta)
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+        ref = s.base.unet(
+            z,
+            t,
+            encoder_hidden_states=cond,
+            timestep_cond=_ref_guidance_scale_embedding(torch.tensor([6.0, 6.0])),
+        ).sample
+        torch.testing.assert_close(s(z, t, cond, w=6.0), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_student_gradients(bb_pix):
     s = _student(bb_pix)
     z, t, cond = _inputs(bb_pix)
-    # At init (fuse = 0) only fuse and the UNet get gradient; w_proj/eta_proj are behind the zero fuse.
     s(z, t, cond, w=5.0, eta=0.5).square().mean().backward()
-    assert s.fuse.weight.grad.abs().sum() > 0
-    assert s.w_proj.weight.grad.abs().sum() == 0 and s.eta_proj.weight.grad.abs().sum() == 0
-    s.zero_grad(set_to_none=True)
-
-    _perturb(s.fuse)
-    s(z, t, cond, w=5.0, eta=0.5).square().mean().backward()
-    for m in (s.fuse, s.w_proj, s.eta_proj, s.base.unet.conv_in, s.base.unet.time_embedding.linear_1):
+    for m in (*_projections(s), s.base.unet.conv_in, s.base.unet.time_embedding.linear_1):
         assert m.weight.grad is not None and m.weight.grad.abs().sum() > 0
     # The teacher stays untouched.
     assert all(p.grad is None and not p.requires_grad for p in bb_pix.teacher.parameters())
@@ -449,34 +445,34 @@ def test_student_deepcopy_uses_its_own_projections(bb_pix):
     c = copy.deepcopy(s)
     z, t, cond = _inputs(bb_pix)
     with torch.no_grad():
-        ref = bb_pix.teacher(z, t, cond)
-        _perturb(c.fuse, seed=7)
-        assert torch.count_nonzero(s.fuse.weight) == 0
-        assert torch.equal(s(z, t, cond, w=6.0, eta=0.2), ref)
+        o = s(z, t, cond, w=6.0, eta=0.2)
+        assert torch.equal(c(z, t, cond, w=6.0, eta=0.2), o)
+        _perturb(*_projections(c), seed=7)
         oc = c(z, t, cond, w=6.0, eta=0.2)
-        assert (oc - ref).abs().max() > 1e-4
-        # Exactly one hook on the copy's time embedding, bound to the copy.
-        hooks = list(c.base.unet.time_embedding._forward_hooks.values())
-        assert len(hooks) == 1 and getattr(hooks[0], "__self__", None) is c
+        assert torch.equal(s(z, t, cond, w=6.0, eta=0.2), o)
+        assert (oc - o).abs().max() > 1e-4
+        # Exactly one hook on the copy's cond_proj, bound to the copy's denoiser.
+        hooks = list(c.base.unet.time_embedding.cond_proj._forward_hooks.values())
+        assert len(hooks) == 1 and getattr(hooks[0], "__self__", None) is c.base
         # Perturbing the original does not change the copy.
-        _perturb(s.fuse, seed=8)
+        _perturb(*_projections(s), seed=8)
         assert torch.equal(c(z, t, cond, w=6.0, eta=0.2), oc)
         assert (s(z, t, cond, w=6.0, eta=0.2) - oc).abs().max() > 1e-4
 
 
 def test_student_hook_leaves_no_state(bb_pix):
     s = _student(bb_pix)
-    _perturb(s.fuse)
     z, t, cond = _inputs(bb_pix)
-    assert s._extra is None
     with torch.no_grad():
         s(z, t, cond, w=5.0, eta=0.5)
-        assert s._extra is None
+        assert s.base._motion_cond is None
         with pytest.raises(RuntimeError):
             s(z, t, cond[..., :7], w=5.0, eta=0.5)  # wrong text width: the UNet raises
-        assert s._extra is None
-        # No leftover term reaches a later direct call of the base.
-        assert torch.equal(s.base(z, t, cond), bb_pix.teacher(z, t, cond))
+        assert s.base._motion_cond is None
+        # No leftover eta reaches a later call without one.
+        assert torch.equal(s(z, t, cond, w=5.0), s(z, t, cond, w=5.0, eta=None))
+        with pytest.raises(ValueError, match="no cond_proj"):
+            bb_pix.teacher(z, t, cond, timestep_cond=torch.zeros(2, 256))
 
 
 def test_student_gradient_checkpointing_same_output_and_grads():
@@ -490,8 +486,8 @@ def test_student_gradient_checkpointing_same_output_and_grads():
         for mod in m.modules():
             if isinstance(mod, torch.nn.Dropout):
                 mod.p = 0.0
-    _perturb(s.fuse, s.w_proj, s.eta_proj, seed=9)  # w_proj/eta_proj are randomly initialised
-    _perturb(s_gc.fuse, s_gc.w_proj, s_gc.eta_proj, seed=9)
+    _perturb(*_projections(s), seed=9)
+    _perturb(*_projections(s_gc), seed=9)
     z, t, cond = _inputs(bb)
 
     def count_calls(model):
@@ -514,7 +510,8 @@ def test_student_gradient_checkpointing_same_output_and_grads():
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
     assert counts[0][0] == counts[0][1]  # no recomputation without checkpointing
     assert counts[1][1] > counts[1][0]  # checkpointed blocks run again in backward
-    for a, b in [(s.w_proj, s_gc.w_proj), (s.base.unet.conv_in, s_gc.base.unet.conv_in)]:
+    pairs = [(_projections(s)[0], _projections(s_gc)[0]), (s.base.unet.conv_in, s_gc.base.unet.conv_in)]
+    for a, b in pairs:
         torch.testing.assert_close(b.weight.grad, a.weight.grad, rtol=1e-4, atol=1e-6)
     # The plain-diffusion path with checkpointing works too.
     bb.gradient_checkpointing = True

@@ -155,27 +155,32 @@ def test_encode_decode_shapes_and_normalisation(bb):
 
 
 # ---- student -----------------------------------------------------------------------------------
-def test_student_equals_teacher_at_init_and_learns_w(bb):
+def test_student_conditions_the_time_embedder_input_and_learns_w(bb):
+    """w (and eta) reach the sinusoid input of ``condition_embedder.time_embedder`` through its own
+    ``cond_proj`` (diffusers' TimestepEmbedding form); zeroed projections give the teacher bit for bit."""
     student = bb.make_student()
     assert isinstance(student, GuidedDenoiser)
-    assert student.fuse.weight.shape == (32, 64)  # time embedding width = heads * head_dim = 32
+    tr = student.base.transformer
+    te = tr.condition_embedder.time_embedder
+    assert te.cond_proj.weight.shape == (te.linear_1.in_features, 256) and te.cond_proj.bias is None
+    assert tr.combine_proj.weight.shape == (te.linear_1.in_features, 2 * te.linear_1.in_features)
     g = torch.Generator().manual_seed(1)
     z = torch.randn(B, *bb.latent_shape(NF, S, S), generator=g)
     t = torch.tensor([999.0, 17.5])
     cond = bb.encode_text(PROMPTS)
     with torch.no_grad():
         ref = bb.teacher(z, t, cond)
-        out = student(z, t, cond, torch.tensor([5.0, 12.0]), torch.tensor([0.0, 0.3]))
-    assert torch.equal(out, ref)  # bit for bit: the zero-initialised fuse adds exactly 0
+        a = student(z, t, cond, torch.tensor([5.0, 5.0]), torch.tensor([0.0, 0.3]))
+        b = student(z, t, cond, torch.tensor([9.0, 9.0]), torch.tensor([0.0, 0.3]))
+    assert (a - b).abs().max() > 1e-4 and (a - ref).abs().max() > 1e-4
     out = student(z, t, cond, torch.tensor([5.0, 12.0]), None)
     out.pow(2).mean().backward()
-    assert student.fuse.weight.grad.abs().sum() > 0  # the hooked time embedding feeds the output
+    assert te.cond_proj.weight.grad.abs().sum() > 0  # the time embedder's input feeds the output
     assert all(p.grad is None for p in bb.teacher.parameters())  # the teacher stays frozen
     with torch.no_grad():
-        student.fuse.weight.normal_(0, 0.1)
-        a = student(z, t, cond, torch.tensor([5.0, 5.0]))
-        b = student(z, t, cond, torch.tensor([9.0, 9.0]))
-    assert (a - b).abs().max() > 1e-4
+        for m in (te.cond_proj, tr.motion_cond_proj, tr.combine_proj):
+            m.weight.zero_()
+        assert torch.equal(student(z, t, cond, torch.tensor([5.0, 12.0]), torch.tensor([0.0, 0.3])), ref)
 
 
 # ---- sampling ------------------------------------------------------------------------------------

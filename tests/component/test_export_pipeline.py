@@ -1,6 +1,6 @@
-"""Student -> plain diffusers pipeline (t2vturbo/export_pipeline.py): the folded UNet equals the
-student at its (w, eta), and DiffusionPipeline.from_pretrained samples it in 4 steps exactly as our
-multistep consistency sampler does."""
+"""Student -> diffusers pipeline (t2vturbo/export_pipeline.py): the exported UNet is the student's, and
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)(prompt, num_inference_steps=4,
+guidance_scale=w)`` gives the latents of ``sample_student`` at that w (and the export's eta / percentage)."""
 
 from __future__ import annotations
 
@@ -11,26 +11,32 @@ import torch
 from safetensors.torch import save_file
 
 from t2vturbo.backbones import UNet3DBackbone, write_tiny_model_dir
-from t2vturbo.diffusion import consistency_sample, lcm_sampling_timesteps
-from t2vturbo.export_pipeline import export_pipeline, fold_guidance, main
-from t2vturbo.sample import STUDENT_FILE, STUDENT_META
+from t2vturbo.diffusion import lcm_sampling_timesteps, scalar_embedding
+from t2vturbo.export_pipeline import (
+    T2VTurboUNet3DConditionModel,
+    diffusers_unet,
+    export_pipeline,
+    guidance_embedding,
+    main,
+)
+from t2vturbo.sample import STUDENT_FILE, STUDENT_META, sample_student
 
-W, ETA = 4.5, 0.05
+W, ETA, PCT = 4.5, 0.3, 0.5
+PROMPTS = ["a red circle moving left"]
+SIZE = dict(num_frames=4, height=16, width=16)
 
 
 @pytest.fixture(scope="module")
 def student_export(tmp_path_factory):
-    """A tiny (AutoencoderKL) teacher and a student export whose w/eta embeddings are non-zero."""
+    """A tiny (AutoencoderKL) teacher and the export of a fresh student (random w / eta projections, as the
+    official init: w and eta already change the output)."""
     root = tmp_path_factory.mktemp("pipe")
     teacher = write_tiny_model_dir(
         root / "teacher", vae="autoencoder_kl", block_out_channels=(16, 32), prediction_type="epsilon"
     )
     bb = UNet3DBackbone.from_pretrained(teacher)
-    net = bb.make_student()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in (net.w_proj.weight, net.eta_proj.weight, net.fuse.weight):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    torch.manual_seed(0)
+    net = bb.make_student().eval()
     export = root / "export"
     export.mkdir()
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(export / STUDENT_FILE))
@@ -41,85 +47,139 @@ def student_export(tmp_path_factory):
         "num_ddim_timesteps": 200,
         "sigma_data": 0.5,
         "timestep_scaling": 10.0,
-        "num_frames": 4,
-        "height": 16,
-        "width": 16,
         "guidance": W,
         "eta": ETA,
+        "motion_percentage": PCT,
         "step": 7,
+        **SIZE,
     }
     (export / STUDENT_META).write_text(json.dumps(meta))
     return bb, net, export
 
 
-def test_folded_unet_equals_the_student_at_its_guidance(student_export):
-    bb, net, _ = student_export
-    unet = fold_guidance(net, W, ETA)
+@pytest.fixture(scope="module")
+def pipeline_dir(student_export, tmp_path_factory):
+    return export_pipeline(student_export[2], tmp_path_factory.mktemp("out") / "pipe")
+
+
+def _inputs(bb):
     g = torch.Generator().manual_seed(1)
     z = torch.randn(2, 4, 4, 8, 8, generator=g)
     t = torch.tensor([999, 249])
     cond = bb.encode_text(["a red circle moving left", "a blue square moving up"])
-    with torch.no_grad():
-        ours = net(z, t, cond, torch.full((2,), W), torch.full((2,), ETA))
-        folded = unet(z, t, encoder_hidden_states=cond, return_dict=False)[0]
-        other = net(z, t, cond, torch.full((2,), 9.0), torch.full((2,), ETA))
-    torch.testing.assert_close(folded, ours, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(other, ours, atol=1e-4)  # w matters, so the fold is not a no-op
+    return z, t, cond
+
+
+def test_embedding_is_ours():
+    v = torch.tensor([0.0, 0.05, 4.5, 12.0])
+    torch.testing.assert_close(guidance_embedding(v, 256), scalar_embedding(v, 256), rtol=0, atol=0)
+
+
+def test_exported_unet_is_the_student(student_export):
+    bb, net, _ = student_export
+    unet = diffusers_unet(net)
+    assert isinstance(unet, T2VTurboUNet3DConditionModel) and unet.config.time_cond_proj_dim == 256
     assert not any(m is net.base.unet for m in unet.modules())  # a copy: the student is unchanged
+    z, t, cond = _inputs(bb)
+    e = lambda v: scalar_embedding(torch.full((2,), v), 256)  # noqa: E731
+    with torch.no_grad():
+        for w, eta in ((W, ETA), (9.0, 0.0)):
+            ours = net(z, t, cond, torch.full((2,), w), torch.full((2,), eta))
+            got = unet(
+                z, t, encoder_hidden_states=cond, timestep_cond=e(w), motion_cond=e(eta), return_dict=False
+            )
+            torch.testing.assert_close(got[0], ours, atol=1e-5, rtol=1e-5)
+        # eta absent: combine_proj skipped, on both sides
+        ours = net(z, t, cond, torch.full((2,), W), None)
+        got = unet(z, t, encoder_hidden_states=cond, timestep_cond=e(W), return_dict=False)[0]
+        torch.testing.assert_close(got, ours, atol=1e-5, rtol=1e-5)
+        other = net(z, t, cond, torch.full((2,), 9.0), None)
+    assert not torch.allclose(other, ours, atol=1e-4)  # w matters
 
 
-def test_diffusers_pipeline_samples_like_our_sampler(student_export, tmp_path):
-    from diffusers import DiffusionPipeline, LCMScheduler, TextToVideoSDPipeline
+def test_diffusers_pipeline_samples_like_sample_student(student_export, pipeline_dir):
+    from diffusers import DiffusionPipeline, LCMScheduler, UNet3DConditionModel
 
-    bb, net, export = student_export
-    out = export_pipeline(export, tmp_path / "pipe")
-    pipe = DiffusionPipeline.from_pretrained(out)
-    assert isinstance(pipe, TextToVideoSDPipeline) and isinstance(pipe.scheduler, LCMScheduler)
+    bb, net, _ = student_export
+    pipe = DiffusionPipeline.from_pretrained(pipeline_dir, trust_remote_code=True)
+    assert type(pipe).__name__ == "T2VTurboPipeline" and isinstance(pipe.scheduler, LCMScheduler)
+    assert isinstance(pipe.unet, UNet3DConditionModel) and pipe.unet.config.time_cond_proj_dim == 256
+    assert (pipe.config.guidance_scale, pipe.config.motion_gs, pipe.config.percentage) == (W, ETA, PCT)
     pipe.scheduler.set_timesteps(4)
     assert (
         pipe.scheduler.timesteps.tolist()
         == lcm_sampling_timesteps(4, 200, 1000).tolist()
         == [999, 749, 499, 249]
     )
-    prompts = ["a red circle moving left"]
-    shape = (1, 4, 4, 8, 8)
-    latents = torch.randn(shape, generator=torch.Generator().manual_seed(2))
-    res = pipe(
-        prompts,
-        num_inference_steps=4,
-        guidance_scale=1.0,
-        latents=latents.clone(),
-        num_frames=4,
-        height=16,
-        width=16,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(3),
-    ).frames
-    # the pipeline's scheduler draws its re-noising noise per frame ([B*F, C, h, w]) from the generator
-    g = torch.Generator().manual_seed(3)
-    renoise = torch.stack([torch.randn((4, 4, 8, 8), generator=g) for _ in range(3)])  # [K-1, B*F, C, h, w]
-    renoise = renoise.reshape(3, 1, 4, 4, 8, 8).permute(1, 0, 3, 2, 4, 5)  # -> [B, K-1, C, F, h, w]
-    cond = bb.encode_text(prompts)
-    with torch.no_grad():
-        ours = consistency_sample(
-            lambda z, t: net(z, t, cond, torch.full((1,), W), torch.full((1,), ETA)),
-            shape,
-            lcm_sampling_timesteps(4, 200, 1000),
-            bb.alphas_cumprod,
-            "epsilon",
-            noise=latents,
-            renoise=renoise,
+
+    def run(**kw):
+        out = pipe(
+            PROMPTS,
+            num_inference_steps=4,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(3),
+            **SIZE,
+            **kw,
         )
-    torch.testing.assert_close(torch.as_tensor(res), ours, atol=1e-4, rtol=1e-4)
-    rec = json.loads((out / "t2vturbo_pipeline.json").read_text())
-    assert rec["guidance_folded"] == W and rec["eta_folded"] == ETA and rec["guidance_scale"] == 1.0
+        return torch.as_tensor(out.frames)
+
+    def ours(w, pct=PCT):
+        return sample_student(
+            bb,
+            net,
+            PROMPTS,
+            steps=4,
+            guidance=w,
+            eta=ETA,
+            motion_percentage=pct,
+            seed=3,
+            decode=False,
+            **SIZE,
+        )
+
+    got = {w: run(guidance_scale=w) for w in (W, 9.0)}
+    for w, v in got.items():  # guidance_scale is our w itself (no -1)
+        torch.testing.assert_close(v, ours(w), atol=1e-4, rtol=1e-4)
+    assert (got[W] - got[9.0]).abs().max() > 1e-3  # and w changes the samples
+    torch.testing.assert_close(run(), got[W], rtol=0, atol=0)  # the default is the export's w
+    # percentage 1.0: eta at every step, in both
+    torch.testing.assert_close(run(guidance_scale=W, percentage=1.0), ours(W, 1.0), atol=1e-4, rtol=1e-4)
+
+    video = pipe(
+        PROMPTS, num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0), **SIZE
+    )
+    assert tuple(video.frames.shape) == (1, 4, 3, 16, 16)
+
+
+def test_folder_without_trusting_its_code_is_refused_and_stock_unet_loads(student_export, pipeline_dir):
+    from diffusers import DiffusionPipeline, UNet3DConditionModel
+
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        DiffusionPipeline.from_pretrained(pipeline_dir)
+    # the stock class reads the UNet folder (w through its cond_proj; no motion layers: the student without eta)
+    bb, net, _ = student_export
+    unet = UNet3DConditionModel.from_pretrained(pipeline_dir / "unet").eval()
+    assert unet.config.time_cond_proj_dim == 256
+    z, t, cond = _inputs(bb)
+    with torch.no_grad():
+        got = unet(z, t, cond, timestep_cond=scalar_embedding(torch.full((2,), W)), return_dict=False)[0]
+        ours = net(z, t, cond, torch.full((2,), W), None)
+    torch.testing.assert_close(got, ours, atol=1e-5, rtol=1e-5)
 
 
 def test_cli_and_errors(student_export, tmp_path, capsys):
     _, _, export = student_export
-    assert main([str(export), str(tmp_path / "p"), "--guidance", "3"]) == 0
-    assert json.loads((tmp_path / "p" / "t2vturbo_pipeline.json").read_text())["guidance_folded"] == 3.0
-    assert "num_inference_steps=4" in capsys.readouterr().out
+    assert main([str(export), str(tmp_path / "p"), "--guidance", "3", "--motion-percentage", "0.3"]) == 0
+    rec = json.loads((tmp_path / "p" / "t2vturbo_pipeline.json").read_text())
+    assert (rec["guidance_scale"], rec["motion_gs"], rec["percentage"]) == (3.0, ETA, 0.3)
+    index = json.loads((tmp_path / "p" / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_t2vturbo", "T2VTurboPipeline"]
+    assert index["unet"] == ["unet_t2vturbo", "T2VTurboUNet3DConditionModel"]
+    assert (index["guidance_scale"], index["percentage"]) == (3.0, 0.3)
+    assert (tmp_path / "p" / "pipeline_t2vturbo.py").is_file()
+    assert (tmp_path / "p" / "unet" / "unet_t2vturbo.py").is_file()
+    out = capsys.readouterr().out
+    assert "trust_remote_code=True" in out and "guidance_scale=3" in out
     with pytest.raises(FileNotFoundError, match="not a t2vturbo student"):
         export_pipeline(tmp_path / "nothing", tmp_path / "q")
 
@@ -147,11 +207,15 @@ def test_trainer_export_writes_the_pipeline(student_export, tmp_path):
         }
     )
     Trainer(cfg).train()
-    pipe = DiffusionPipeline.from_pretrained(tmp_path / "run" / "export" / "diffusers")
+    meta = json.loads((tmp_path / "run" / "export" / STUDENT_META).read_text())
+    assert meta["motion_percentage"] == 0.5  # guidance.tau
+    pipe = DiffusionPipeline.from_pretrained(
+        tmp_path / "run" / "export" / "diffusers", trust_remote_code=True
+    )
+    assert pipe.config.guidance_scale == meta["guidance"]
     video = pipe(
         ["a red circle moving left"],
         num_inference_steps=4,
-        guidance_scale=1.0,
         num_frames=4,
         height=16,
         width=16,

@@ -7,7 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2vturbo.train.lora import LORA_PRESETS, add_lora, mark_trainable, merge_lora, resolve_targets
+from t2vturbo.train.lora import (
+    GUIDANCE_PROJECTIONS,
+    LORA_PRESETS,
+    add_lora,
+    mark_trainable,
+    merge_lora,
+    resolve_targets,
+)
 
 
 def _unet3d():
@@ -50,9 +57,7 @@ def test_lora_presets_on_every_backbone(make, preset):
     add_lora(student.base, 4, 4, [preset])
     mark_trainable(student, True)
     trainable = [n for n, p in student.named_parameters() if p.requires_grad]
-    assert trainable and all(
-        "lora_" in n or n.split(".")[0] in ("w_proj", "eta_proj", "fuse") for n in trainable
-    )
+    assert trainable and all("lora_" in n or n.rsplit(".", 2)[-2] in GUIDANCE_PROJECTIONS for n in trainable)
     assert sum("lora_" in n for n in trainable) == 2 * len(names)  # A and B per wrapped layer
     with torch.no_grad():
         torch.testing.assert_close(student(z, t, cond, torch.tensor([4.0]), torch.tensor([0.0])), before)

@@ -42,11 +42,8 @@ except ImportError:  # pragma: no cover - fallback if the module is absent
 
 
 def _write_export(export_dir: Path, teacher_path: Path, bb: UNet3DBackbone) -> Path:
-    net = bb.make_student()
-    # perturb the (zero-initialised) fuse layer so that w / eta actually change the output
-    with torch.no_grad():
-        torch.manual_seed(123)
-        net.fuse.weight.normal_(0, 0.02)
+    torch.manual_seed(123)
+    net = bb.make_student()  # the w / eta projections are random (the official init): both change the output
     export_dir.mkdir(parents=True, exist_ok=True)
     save_file(
         {k: v.contiguous().float() for k, v in net.state_dict().items()}, str(export_dir / STUDENT_FILE)
@@ -353,10 +350,74 @@ def test_one_step_equals_boundary_form_by_hand(loaded, guidance, eta):
     c_out = st / (st**2 + sd**2) ** 0.5
     want = c_skip * z + c_out * x0_pred
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    # and the guidance embedding is really used (fuse was perturbed in the export)
+    # and w and eta are really used (random projections, no perturbation needed)
     with torch.no_grad():
-        out_w0 = net(z, t, cond, torch.zeros(2), torch.zeros(2))
-    assert (out - out_w0).abs().max() > 0
+        out_w0 = net(z, t, cond, torch.zeros(2), torch.full((2,), eta))
+        out_eta = net(z, t, cond, torch.full((2,), guidance), torch.full((2,), eta + 0.5))
+    assert (out - out_w0).abs().max() > 1e-4
+    assert (out - out_eta).abs().max() > 1e-4
+
+
+class _Recorder(torch.nn.Module):
+    """The student, recording the (timestep, eta) of every call."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, z, t, cond, w, eta):
+        self.calls.append((t.tolist(), torch.as_tensor(eta).tolist()))
+        return self.net(z, t, cond, w, eta)
+
+
+@pytest.mark.parametrize(
+    "percentage,guided",
+    [(0.5, [True, True, False, False]), (0.3, [True, True, False, False]), (1.0, [True] * 4), (None, None)],
+)
+def test_eta_only_at_the_steps_of_the_official_schedule(loaded, percentage, guided):
+    """eta at t >= 1000 (1 - percentage), 0 below (as the official pipelines): on the 200-grid's 4 steps
+    [999, 749, 499, 249], 0.5 and 0.3 give [eta, eta, 0, 0], 1.0 eta everywhere; the default is 0.5."""
+    bb, net, _ = loaded
+    rec, eta = _Recorder(net), 0.05
+    kw = {} if percentage is None else {"motion_percentage": percentage}
+    sample_student(bb, rec, PROMPTS, steps=4, eta=eta, num_frames=4, height=16, width=16, decode=False, **kw)
+    guided = guided or [True, True, False, False]
+    assert [c[0] for c in rec.calls] == [[t] * 2 for t in (999, 749, 499, 249)]
+    want = [[eta if g else 0.0] * 2 for g in guided]
+    assert [c[1] for c in rec.calls] == [pytest.approx(x, rel=1e-6) for x in want]
+
+
+def test_motion_percentage_from_the_export_and_the_cli(export, tmp_path, monkeypatch, capsys):
+    """The sampler gets the export's motion_percentage (0.5 for an export without one) unless
+    --motion-percentage is given; outside [0, 1] it is an argparse error."""
+    import t2vturbo.sample as sample_mod
+    from t2vturbo.student_export import StudentExport
+
+    got = []
+
+    def fake(bb, net, prompts, motion_percentage=None, eta=None, num_frames=F, height=H, width=W, **kw):
+        got.append((motion_percentage, eta))
+        return torch.zeros(len(prompts), num_frames, 3, height, width)
+
+    monkeypatch.setattr(sample_mod, "sample_student", fake)
+    args = [
+        "--checkpoint",
+        str(export[1]),
+        "--prompt",
+        PROMPTS[0],
+        "--out",
+        str(tmp_path / "s"),
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    assert main([*args, "--motion-percentage", "0.3"]) == 0
+    assert got == [(0.5, 0.0), (0.3, 0.0)]
+    assert StudentExport(meta={"motion_percentage": 0.8}).sampling_kwargs()[1]["motion_percentage"] == 0.8
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ei:
+        main([*args, "--motion-percentage", "1.5"])
+    assert ei.value.code == 2 and "--motion-percentage must be in [0, 1]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("steps", ["0", "1000"])

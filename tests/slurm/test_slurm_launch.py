@@ -179,7 +179,7 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tiny_teacher_dir, tmp_
     text = log.read_text()
     assert "batch shell got SIGUSR1" in text and "(restart 1)" in text
     assert f"checkpoint written at step {stop_step}" in text and "requeued Slurm job" in text
-    assert f"resumed from {out / 'checkpoints' / stopped} (step {stop_step})" in text
+    assert f"resumed from {out / 'checkpoints' / stopped} (step {stop_step}, written by " in text
     state = json.loads((out / "checkpoints" / f"step-{steps:08d}" / "trainer_state.json").read_text())
     assert state["step"] == steps and state["world_size"] == 2
     logged = [m["step"] for m in metrics(out)]

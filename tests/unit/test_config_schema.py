@@ -171,11 +171,13 @@ def test_each_objective_has_only_its_fields():
         "guidance_form",
         "sigma_data",
         "timestep_scaling",
+        "init_from",
+        "init_from_time_cond_proj_seed",
     }
     fields = {n: {f.name for f in dataclasses.fields(s)} for n, s in OBJECTIVES.items()}
     assert fields["consistency_distillation"] == solver | {"skip", "loss", "huber_c", "target", "ema_decay"}
     assert fields["diffusion"] == {"name", "min_timestep"}
-    assert fields["reward_finetune"] == solver | {"finetune", "init_from", "sample_steps", "grad_steps"}
+    assert fields["reward_finetune"] == solver | {"finetune", "sample_steps", "grad_steps"}
     assert (ConsistencyDistillationConfig().w_min, RewardFinetuneConfig().w_min) == (5.0, 2.0)
     assert DiffusionConfig(min_timestep=800).name == "diffusion"
 
