@@ -187,7 +187,7 @@ class VideoBackbone(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def make_student(self) -> GuidedDenoiser:
-        """A trainable copy of the teacher with w/eta embeddings (equal to the teacher at init)."""
+        """A trainable copy of the teacher with the w / eta projections of T2V-Turbo (random init)."""
 
     @abc.abstractmethod
     def trainable_teacher(self, clone: bool = False) -> nn.Module:

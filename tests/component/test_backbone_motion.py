@@ -1,5 +1,6 @@
 """The toy teacher's UNetMotionModel option (AnimateDiff-style motion modules with sinusoidal frame
-positions): same backbone interface, student == teacher at init, save/load round trip, and motion
+positions): same backbone interface, a student conditioned through diffusers' timestep_cond (the teacher when its
+w / eta projections are zero), save/load round trip, and motion
 guidance capture on its motion modules (exact)."""
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ def test_motion_unet_backbone(tmp_path):
         out = bb.teacher(z, t, cond)
         assert out.shape == z.shape
         student = bb.make_student()
-        assert torch.equal(student(z, t, cond, torch.tensor([4.0, 4.0]), torch.zeros(2)), out)
+        w, eta = torch.tensor([4.0, 4.0]), torch.zeros(2)
+        assert (student(z, t, cond, w, eta) - out).abs().max() > 1e-6  # random init: w acts from the start
+        unet = student.base.unet
+        for m in (unet.time_embedding.cond_proj, unet.motion_cond_proj, unet.combine_proj):
+            m.weight.zero_()
+        assert torch.equal(student(z, t, cond, w, eta), out)
         # frame order matters to this network
         assert not torch.allclose(bb.teacher(z.flip(2), t, cond).flip(2), out, atol=1e-6)
     layers = select_layers(bb.teacher)

@@ -3,8 +3,8 @@ vc2_unet.py, vc2_convert.py).
 
 - the full-size modules, built on the meta device, have exactly the official checkpoint's tensor
   names and shapes (manifests/videocrafter2_512_v2.json), UNet 1,413,284,420 parameters;
-- a tiny random configuration of the same classes: shapes, student == teacher at init (bit for
-  bit), fps conditioning, the VAE / text-encoder converters against plain-torch references
+- a tiny random configuration of the same classes: shapes, the student's official w / eta projections (the
+  teacher bit for bit when they are zero), fps conditioning, the VAE / text-encoder converters against plain-torch references
   written from the LDM / open_clip layouts, loading a tiny ``model.ckpt`` in the official key
   layout, clear errors, and a 10-step distillation through the real Trainer followed by teacher
   DDIM and student 4-step sampling.
