@@ -78,7 +78,8 @@ def test_json_fields(reported):
         )
     g = rep["guidance_response"]
     assert g["guidance"] == [2.0, 3.0, 4.0, 6.0] and g["num_prompts"] == 3
-    assert g["response"] > 0.0  # the fixture student's w projection is at its random init: w moves its samples
+    # the fixture student's w projection is at its random init: w moves its samples
+    assert g["response"] > 0.0
     assert rep["command"].startswith(
         f"python -m t2vturbo.eval.report {run} --teacher {teacher} --num-prompts 3 "
     )
