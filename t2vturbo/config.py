@@ -89,6 +89,11 @@ class ModelConfig:
     fps: int = 8  # family=videocrafter2 only: the fps condition of teacher and student (T2V-Turbo-v2: 8)
     # family=videocrafter2 only: CLIP tokenizer folder (null: beside the checkpoint)
     tokenizer_path: str | None = None
+    # teacher and student attention: sdpa (F.scaled_dot_product_attention) | eager (softmax(QK^T s) V)
+    attention: Annotated[str, Literal["sdpa", "eager"]] = "sdpa"
+    # the public architecture `python -m t2vturbo.plan` builds (without weights) when model.path is unset
+    # (t2vturbo/plan/archs.py: videocrafter2_512_v2, modelscope_1.7b, wan2.1_t2v_1.3b, wan2.1_t2v_14b)
+    arch: str | None = None
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -275,6 +280,7 @@ class TrainConfig:
     clip_grad: float = 1.0  # gradient norm clipping
     precision: Annotated[str, Literal["fp32", "bf16"]] = "fp32"  # networks' dtype (bf16: DeepSpeed bf16)
     gradient_checkpointing: bool = False  # recompute the trained network's blocks in backward (memory)
+    compile: bool = False  # torch.compile student, teacher and target in place (t2vturbo/train/compile.py)
     log_every: int = 10  # steps between metric lines
     ckpt_every: int = 100  # steps between checkpoints (0: only at the end); a re-run resumes from the newest
     # a re-run in the same output_dir: auto resumes when the checkpoint's model/objective/data/seed/global batch
@@ -310,6 +316,24 @@ class PrecomputeConfig:
 
 
 @dataclass
+class PlanConfig:
+    """``python -m t2vturbo.plan``: the cluster a plan is made for; unused by training."""
+
+    gpus: Annotated[int, Range(1)] = 8  # data-parallel ranks (the world size the plan is for)
+    gpu_mem_gib: Annotated[float, Range(1)] = 80.0  # usable memory per GPU (GiB)
+    peak_tflops: Annotated[float, Range(1)] = 989.0  # dense bf16 peak per GPU (H100 SXM: 989; A100: 312)
+    mfu: Annotated[float, Range(0.01, 1.0)] = 0.4  # model FLOPs utilisation assumed for the step time
+    measured_step_s: float | None = None  # a measured step time (s): the plan reports the MFU it implies
+    max_micro_batch: Annotated[int, Range(1)] = 16  # largest micro-batch the what-if table tries
+    # what-ifs that need another traced step (the others are exact from one trace): checkpointing on/off
+    what_if_checkpointing: bool = True
+    # the optimizer step as torch runs it on a GPU (foreach: all tensors at once); false: the loop (torch's CPU
+    # default, what bench/plan_vs_measured.py checks against on a CPU)
+    foreach_optimizer: bool = True
+    out: str | None = None  # where plan.md / plan.json go (null: OUTPUT_DIR/plan)
+
+
+@dataclass
 class RootConfig:
     """The whole config (``base_config``): what ``validate`` returns and ``train/`` reads."""
 
@@ -330,6 +354,7 @@ class RootConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation, checkpoints, validation, export
     deepspeed: dict[str, Any] = field(default_factory=dict)  # merged over the trainer's DeepSpeed config
     precompute: PrecomputeConfig = field(default_factory=PrecomputeConfig)  # t2vturbo.precompute only
+    plan: PlanConfig = field(default_factory=PlanConfig)  # t2vturbo.plan only
 
 
 def register_configs() -> None:

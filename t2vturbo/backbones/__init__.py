@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .attention import set_attention
 from .base import GuidedDenoiser, VideoBackbone
 from .unet3d import UNet3DBackbone, check_model_dir, tiny_backbone, write_tiny_model_dir
 from .videocrafter2 import VideoCrafter2Backbone
@@ -58,10 +59,11 @@ def check_paths(cfg) -> None:
 def build_backbone(
     model_cfg, gradient_checkpointing: bool = False, device="cpu", dtype=torch.float32
 ) -> VideoBackbone:
-    """The teacher of ``cfg.model`` on ``device``, networks in ``dtype`` (path null: a tiny random one)."""
-    return (
-        family_class(model_cfg.family).from_model_config(model_cfg, gradient_checkpointing, dtype).to(device)
-    )
+    """The teacher of ``cfg.model`` on ``device``, networks in ``dtype`` (path null: a tiny random one), its
+    attention kernel set by ``model.attention`` (the student and target are copies of it)."""
+    bb = family_class(model_cfg.family).from_model_config(model_cfg, gradient_checkpointing, dtype).to(device)
+    set_attention(bb.teacher, getattr(model_cfg, "attention", "sdpa"))
+    return bb
 
 
 def load_backbone(family: str, path: str | Path, **kwargs) -> VideoBackbone:

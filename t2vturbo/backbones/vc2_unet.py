@@ -183,7 +183,11 @@ class Upsample(nn.Module):
 # Attention blocks
 # ---------------------------------------------------------------------------------------------
 class Attention(nn.Module):
-    """Multi-head attention; keys/values from ``context`` when given, else from ``x``."""
+    """Multi-head attention; keys/values from ``context`` when given, else from ``x``. ``eager`` (set by
+    ``model.attention=eager``, t2vturbo/backbones/attention.py) writes out softmax(Q K^T / sqrt(d)) V as the
+    official LDM ``CrossAttention`` does, instead of ``F.scaled_dot_product_attention``."""
+
+    eager = False
 
     def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None = None):
         super().__init__()
@@ -201,9 +205,11 @@ class Attention(nn.Module):
         def split(y):  # [n, l, heads*d] -> [n, heads, l, d]
             return y.reshape(n, y.shape[1], self.heads, -1).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(
-            split(self.to_q(x)), split(self.to_k(ctx)), split(self.to_v(ctx))
-        )
+        q, k, v = split(self.to_q(x)), split(self.to_k(ctx)), split(self.to_v(ctx))
+        if self.eager:
+            out = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(n, lq, -1))
 
 

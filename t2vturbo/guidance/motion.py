@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 from ..diffusion import add_noise, alpha_sigma, ddim_inversion_step, to_x0_eps
 from .attention_capture import capture_temporal_attention, select_layers
@@ -65,6 +66,11 @@ def topk_mask(a_ref: torch.Tensor, k: int = TOPK) -> torch.Tensor:
         raise ValueError(f"topk={k} must be in [1, {a_ref.shape[-1]}] (number of frames)")
     idx = a_ref.topk(k, dim=-1).indices
     return torch.zeros_like(a_ref, dtype=torch.bool).scatter_(-1, idx, True)
+
+
+def _stat(x: torch.Tensor) -> float:
+    """A logged statistic's value; NaN for a fake tensor (``python -m t2vturbo.plan`` runs the step without data)."""
+    return float("nan") if is_fake(x) else float(x)
 
 
 def _as_list(x) -> list:
@@ -451,8 +457,8 @@ class MotionGuidance:
         score[idx] = _wide(s)
         self.stats = {
             "mg_fraction": float(len(idx)) / b,
-            "mg_score_abs": float(s.abs().mean()),
-            "mg_energy": float(energy.mean()),
+            "mg_score_abs": _stat(s.abs().mean()),
+            "mg_energy": _stat(energy.mean()),
         }
         return score, guided.to(z_t.device)
 

@@ -33,7 +33,7 @@ from . import checkpoint as ckpt
 log = logging.getLogger("t2vturbo")
 
 IDENTITY_GROUPS = ("model", "objective", "data")
-NOT_IDENTITY = ("data.validation_prompts",)
+NOT_IDENTITY = ("data.validation_prompts", "model.attention", "model.arch")  # a kernel; a plan-only key
 
 
 class ResumeConfigError(RuntimeError):

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..backbones import build_backbone, check_paths
 from . import checkpoint as ckpt
 from . import resume
+from .compile import compile_networks
 from .data_feed import DataFeed
 from .engine import device_for, init_distributed, initialize
 from .export import export_run
@@ -80,6 +81,7 @@ class Trainer:
         self.bb = build_backbone(cfg.model, tc.gradient_checkpointing, self.device, self.dtype)
         ctx = RunContext(self.rank, self.world, self.device, self.dtype, cfg.seed)
         self.objective = build_objective(cfg, self.bb, ctx)
+        compile_networks(self.objective, self.bb, tc.compile)
         self.objective.module.to(self.device)
         self.engine, self.optimizer, self.ds_config = initialize(
             self.objective.module, tc, OmegaConf.to_container(cfg.deepspeed), self.world

@@ -19,6 +19,7 @@ from t2vturbo.config import (
     ConfigError,
     ConsistencyDistillationConfig,
     DiffusionConfig,
+    PlanConfig,
     PrecomputeConfig,
     RewardFinetuneConfig,
     RootConfig,
@@ -135,7 +136,7 @@ def test_every_enumerated_field_is_checked_with_its_choices(schema):
             checked += 1
     assert (
         checked
-        == {RootConfig: 11, ConsistencyDistillationConfig: 3, DiffusionConfig: 0, RewardFinetuneConfig: 2}[
+        == {RootConfig: 12, ConsistencyDistillationConfig: 3, DiffusionConfig: 0, RewardFinetuneConfig: 2}[
             schema
         ]
     )
@@ -294,6 +295,7 @@ def test_group_yaml_holds_only_what_differs_from_the_defaults(path):
 def test_tree_resolves_to_the_recorded_values(hydra_conf, overrides):
     cfg = OmegaConf.to_container(validate(_compose(*overrides.split())))
     assert cfg.pop("precompute") == dataclasses.asdict(PrecomputeConfig())
+    assert cfg.pop("plan") == dataclasses.asdict(PlanConfig())  # t2vturbo.plan only
     expected = {**RECORDED["default"], **(RECORDED["cases"][overrides] if overrides else {})}
     assert _flat(cfg) == expected
 
