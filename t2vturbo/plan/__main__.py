@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..config import ConfigError, validate
 
 log = logging.getLogger("t2vturbo")
+PLANNED = "(planned at its released size)"  # a reward path the plan builds from its architecture
+UNREAD = "(not read by the plan)"  # a data path the plan does not need
 
 
 def _zero(cfg) -> tuple[int, bool]:
@@ -247,7 +249,8 @@ def _verdict(cfg, stage, ck, offload, mb, fits, max_mb, memory, what_if, n, pc) 
 
 
 def markdown(p: dict) -> str:
-    tf = lambda x: f"{x / 1e12:,.2f}"  # noqa: E731
+    tf = lambda x: f"{x / 1e12:,.2f}" if x >= 1e13 else f"{x / 1e12:.3g}"  # noqa: E731
+    gb = lambda x: f"{x:.2f}" if x >= 1 else f"{x:.3g}"  # noqa: E731
     lines = [
         f"# Plan: {p['model']['arch'] or p['model']['family']} ({p['shape']['frames']}x{p['shape']['height']}x"
         f"{p['shape']['width']}, latents {p['latent_shape']}), {p['precision']}",
@@ -269,7 +272,7 @@ def markdown(p: dict) -> str:
         "",
         "| memory per rank (GiB) | " + " | ".join(p["memory_gib"]) + " |",
         "|---|" + "---:|" * len(p["memory_gib"]),
-        "| configured | " + " | ".join(str(v) for v in p["memory_gib"].values()) + " |",
+        "| configured | " + " | ".join(gb(v) for v in p["memory_gib"].values()) + " |",
         "",
         f"Peak reached in: {p['peak_phase']}. Step time at {p['mfu']:.0%} MFU of {p['peak_tflops']:g} TFLOP/s: "
         f"**{p['step_seconds']:.2f} s**; {p['max_steps']} steps on {p['gpus']} GPUs: **{p['gpu_hours']:.1f} GPU-hours**."
@@ -279,7 +282,7 @@ def markdown(p: dict) -> str:
         "|---:|---|---|---:|---|---:|",
     ]
     lines += [
-        f"| {w['zero']} | {w['checkpointing']} | {w['offload']} | {w['peak_gib']} | {w['fits']} | {w['max_micro_batch']} |"
+        f"| {w['zero']} | {w['checkpointing']} | {w['offload']} | {gb(w['peak_gib'])} | {w['fits']} | {w['max_micro_batch']} |"
         for w in p["what_if"]
     ]
     return "\n".join(lines) + "\n"
@@ -307,6 +310,18 @@ def prepare(cfg: DictConfig) -> DictConfig:
             raise ConfigError("model.path is missing and model.arch is not set: the plan needs one of them")
         with open_dict(raw):
             raw.model.path = None
+    data = raw.get("data") or {}
+    if "urls" in data.keys() and OmegaConf.is_missing(data, "urls"):
+        data.urls = UNREAD
+    if data.get("kind") == "shards" and not data.get("urls"):
+        data.urls = UNREAD
+    for src in data.get("sources") or []:
+        if "urls" not in src.keys() or OmegaConf.is_missing(src, "urls") or src.urls is None:
+            src.urls = UNREAD  # the plan traces a micro-batch of the configured clip size, no data is read
+    paths = raw.get("reward", {}).get("paths", {}) or {}
+    for name in list(paths):
+        if OmegaConf.is_missing(paths, name):  # a reward option's required weights: planned at full size
+            paths[name] = PLANNED
     return validate(raw)
 
 

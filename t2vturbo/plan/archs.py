@@ -179,3 +179,62 @@ def build_full_size(model_cfg, gradient_checkpointing: bool, dtype) -> torch.nn.
         for m in nets:
             m.to(dtype)
     return bb
+
+
+# ---- reward models at their released sizes ----------------------------------------------------------------
+def _clip_config(vision: dict, projection_dim: int, text: dict | None = None):
+    from transformers import CLIPConfig
+
+    text = text or dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16
+    )
+    return CLIPConfig(
+        text_config={**text, "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "gelu"},
+        vision_config={**vision, "image_size": 224, "patch_size": 14, "hidden_act": "gelu"},
+        projection_dim=projection_dim,
+    )
+
+
+#: OpenCLIP ViT-H-14 (HPSv2.1, PickScore, CLIP score) and the ViT-L/14 vision tower of the aesthetic predictor
+VIT_H14 = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16)
+VIT_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
+
+
+def _clip_reward(cls):
+    from transformers import CLIPModel
+
+    from ..rewards.clip_rewards import tiny_clip_tokenizer
+
+    return cls(CLIPModel(_clip_config(VIT_H14, 1024)), tiny_clip_tokenizer())
+
+
+def full_size_reward(name: str, **kwargs):
+    """The reward ``name`` at its released architecture, weights fake (inside ``fake_parameters``); small local
+    tokenizers stand in for the released ones (token ids only)."""
+    from ..rewards import registry
+
+    cls = registry.get(name)
+    if name in ("hpsv2", "clip", "pickscore"):
+        return _clip_reward(cls)
+    if name == "hpsv2_clip":
+        from ..rewards.clip_rewards import CLIPScoreReward, HPSv2Reward
+
+        return cls(_clip_reward(HPSv2Reward), _clip_reward(CLIPScoreReward), **kwargs)
+    if name == "aesthetic":
+        from transformers import CLIPVisionModelWithProjection
+
+        config = _clip_config(VIT_L14, 768).vision_config
+        config.projection_dim = 768
+        return cls(CLIPVisionModelWithProjection(config))
+    if name == "internvideo2":
+        from ..rewards.internvideo2 import InternVideo2Config, InternVideo2Model, tiny_bert_tokenizer
+
+        return cls(InternVideo2Model(InternVideo2Config()), tiny_bert_tokenizer())
+    if name == "viclip":
+        from ..rewards.viclip import ViCLIPConfig, ViCLIPModel, tiny_clip_tokenizer
+
+        return cls(ViCLIPModel(ViCLIPConfig()), tiny_clip_tokenizer())
+    raise PlanError(
+        f"reward {name!r}: the planner has no released architecture for it; reward.paths.{name}=tiny plans its "
+        "tiny config, or leave it out (reward.weights.NAME=0)"
+    )

@@ -29,7 +29,7 @@ import torch
 from ..backbones import build_backbone
 from ..train import draws as draws_mod
 from ..train.objectives import RunContext, build_objective
-from .archs import PlanError, build_full_size
+from .archs import PlanError, build_full_size, full_size_reward
 from .trace import StepTrace, fake_input, fake_parameters, module_apply_by_assignment, new_fake_mode
 
 #: phases of a step (the order of the report); ``backward`` holds the student's and the rewards' backward
@@ -134,7 +134,17 @@ def trace_step(cfg, micro_batch: int | None = None, checkpointing: bool | None =
     mode = new_fake_mode()
     build_ctx = fake_parameters(mode) if fake else contextlib.nullcontext()
     torch.manual_seed(cfg.seed)
-    with build_ctx:
+    from ..rewards import registry
+
+    real_build = registry.build
+
+    def reward_build(name, *, pretrained=None, tiny=False, **kwargs):
+        """Rewards at their released architectures, weights fake (reward.paths.NAME=tiny: the tiny config)."""
+        if tiny or not fake:
+            return real_build(name, pretrained=pretrained, tiny=tiny, **kwargs)
+        return full_size_reward(name, **kwargs)
+
+    with build_ctx, _patched([(registry, "build", reward_build)]):
         full = fake and (cfg.model.path is not None or cfg.model.arch is not None)
         bb = (
             build_full_size(cfg.model, ckpt, dtype) if full else build_backbone(cfg.model, ckpt, "cpu", dtype)

@@ -76,13 +76,23 @@ def fake_parameters(mode: FakeTensorMode, device="cpu"):
             param = nn.Parameter(f, requires_grad=param.requires_grad)
         register(self, name, param)
 
+    # initialisers have nothing to fill (and some read values): no-ops on fake parameters
+    inits = {k: getattr(nn.init, k) for k in dir(nn.init) if k.endswith("_") and not k.startswith("_")}
+
+    def keep(tensor, *args, **kwargs):
+        return tensor
+
     nn.Module.register_parameter = register_fake
     nn.Module._apply, apply = _apply_by_assignment, nn.Module._apply
+    for k in inits:
+        setattr(nn.init, k, keep)
     try:
         yield mode
     finally:
         nn.Module.register_parameter = register
         nn.Module._apply = apply
+        for k, f in inits.items():
+            setattr(nn.init, k, f)
 
 
 @contextlib.contextmanager

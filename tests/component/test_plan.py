@@ -173,3 +173,20 @@ def test_full_size_plans_complete(tmp_path, model):
     assert r.returncode == 0, r.stderr[-3000:]
     p = json.loads((tmp_path / "plan.json").read_text())
     assert p["params"]["trainable"] > 1.3e9 and p["flops_per_step"] > 1e14
+
+
+def test_reward_models_are_planned_at_their_released_size():
+    """reward=t2v_turbo_v2 (HPSv2.1 + CLIP ViT-H-14 image rewards, InternVideo2-1B video reward) needs weight
+    folders to train; the plan builds the released architectures instead (3.27 B frozen parameters besides
+    the tiny teacher) and runs them through the VAE decode, forward and backward."""
+    cfg = prepare(compose(["reward=t2v_turbo_v2", "train.micro_batch_size=1"]))
+    t = trace_step(cfg, fake=True)
+    assert t.params["frozen"] > 3.2e9
+    assert t.flops["rewards"] > 1e12 and t.flops["backward"] > t.flops["rewards"] / 2
+
+
+def test_a_recipe_is_planned_without_weights_or_data():
+    """The T2V-Turbo-v2 recipe's required paths (teacher, reward weights, shard urls) are not needed to plan."""
+    cfg = prepare(compose(["experiment=t2v_turbo_v2_vg_wv", "reward=t2v_turbo_v2"]))
+    assert cfg.model.path is None and cfg.model.arch == "modelscope_1.7b"
+    assert all(s.urls for s in cfg.data.sources) and all(cfg.reward.paths.values())
