@@ -2,6 +2,7 @@
 
     python bench/plan_vs_measured.py                       # the table of docs/BENCHMARKS.md
     python bench/plan_vs_measured.py --only toy-zero0 --json out.json
+    python bench/plan_vs_measured.py --only vc2-full wan-1.3b-full --json gpu.json   # on one GPU (full size)
 
 Each row is one config. *Predicted*: ``python -m t2vturbo.plan``'s numbers for one rank (plan.gpus=1), from
 one micro-step traced under fake tensors. *Measured*: the real trainer (DeepSpeed, data, EMA) trains 2 steps
@@ -43,6 +44,17 @@ CONFIGS = {
     "mid-zero0": MID + ["train.gradient_checkpointing=true"],
     "mid-zero2-nockpt": MID + ["deepspeed=zero2"],
 }
+# full size, random weights: GPU only (--only NAME on a GPU machine; a measured step time then gives the MFU)
+FULL = [
+    "train.precision=bf16",
+    "train.gradient_checkpointing=true",
+    "deepspeed=zero2",
+    "train.micro_batch_size=1",
+]
+GPU_CONFIGS = {
+    "vc2-full": ["model=videocrafter2", *FULL],
+    "wan-1.3b-full": ["model=wan2_1_t2v_1_3b", *FULL],
+}
 
 
 def predicted(overrides: list[str]) -> dict:
@@ -75,8 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     rows = []
-    for name, ov in CONFIGS.items():
-        if a.only and name not in a.only:
+    for name, ov in {**CONFIGS, **GPU_CONFIGS}.items():
+        if (a.only and name not in a.only) or (not a.only and name in GPU_CONFIGS):
             continue
         motion = any(o.startswith("guidance=motion") for o in ov)
         pr, me = predicted(ov), measured(ov, flops=not motion)
@@ -90,6 +102,9 @@ def main(argv=None) -> int:
             "peak_error": round(pr["peak_gib"] / peak_m - 1, 4),
             "predicted_flops": pr["flops_micro"],
             "measured_flops": me["flops_micro_step"] if not motion else None,
+            "device": me["device"],
+            "measured_step_s": me["step_seconds"],
+            "implied_mfu_at_989": pr["flops_micro"] / me["step_seconds"] / 989e12,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

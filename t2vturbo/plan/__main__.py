@@ -242,10 +242,15 @@ def _verdict(cfg, stage, ck, offload, mb, fits, max_mb, memory, what_if, n, pc) 
         accum = -(-mb * cfg.train.grad_accum // max_mb)
         ov = f"train.micro_batch_size={max_mb} train.grad_accum={accum}"
         return msg + f"; fits at micro-batch {max_mb} ({ov} keeps about the same global batch)", ov
-    return (
-        msg + "; no what-if fits: more GPUs do not help the activations (one micro-batch of 1 does not fit)",
-        None,
-    )
+    if worst == "parameters":
+        hint = (
+            "; the frozen networks (teacher, EMA target, text encoder, VAE, rewards) are whole on every rank -- ZeRO "
+            "shards only what trains"
+        )
+        if not cfg.model.lora.enabled:
+            hint += ": model.lora.enabled=true trains LoRA adapters against the student itself (no EMA copy); plan it"
+        return msg + hint, None
+    return msg + "; no what-if fits at micro-batch 1 (activations do not shrink with more GPUs)", None
 
 
 def markdown(p: dict) -> str:

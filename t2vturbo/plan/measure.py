@@ -5,7 +5,10 @@ and trains ``steps`` optimizer steps under ``torch.profiler`` with memory profil
 free of the CPU allocator is an event, so the live bytes over time are their running sum and the peak is
 the largest value inside the training loop (model build, checkpoints and the export are outside it). The
 FLOPs of one more micro-step, after that window, are counted with ``torch.utils.flop_counter.FlopCounterMode``
-(torch's own counter, independent of the planner's trace; it holds references that would inflate the peak). Run it in a fresh process (``python -m t2vturbo.plan.measure
+(torch's own counter, independent of the planner's trace; it holds references that would inflate the peak).
+On a GPU the peak is ``torch.cuda.max_memory_allocated`` over the same window, and the mean step time is
+reported. Without ``model.path`` and with a ``model.arch`` (``model=videocrafter2``, ...) the networks are the
+full-size architecture with random weights, as the plan builds them (a full-size check needs a GPU). Run it in a fresh process (``python -m t2vturbo.plan.measure
 KEY=VALUE ...`` prints JSON), so that nothing allocated before it distorts the baseline.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -50,12 +54,24 @@ def measure_run(overrides: list[str], steps: int = 2, count_flops: bool = True) 
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..config import validate
+    from ..train import trainer as trainer_mod
     from ..train.trainer import Trainer
+    from .__main__ import prepare
+    from .archs import build_full_size
 
     out = tempfile.mkdtemp(prefix="t2v-measure-")
     run = [f"output_dir={out}", f"train.max_steps={steps}", "train.export=false", "train.progress=false"]
-    cfg = validate(compose(list(overrides) + run + ["train.log_every=1000000", "train.eval_every=0"]))
+    cfg = prepare(compose(list(overrides) + run + ["train.log_every=1000000", "train.eval_every=0"]))
+    build = trainer_mod.build_backbone
+    if (
+        cfg.model.path is None and cfg.model.arch
+    ):  # full size, random weights (a GPU check of a full-size plan)
+
+        def random_full_size(model_cfg, ckpt=False, device="cpu", dtype=torch.float32):
+            return build_full_size(model_cfg, ckpt, dtype).to(device)
+
+        trainer_mod.build_backbone = random_full_size
+    cuda = torch.cuda.is_available()
     flops = {}
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         trainer = Trainer(cfg)
@@ -74,16 +90,33 @@ def measure_run(overrides: list[str], steps: int = 2, count_flops: bool = True) 
             trainer.engine.backward = lambda _loss: None
             return loss, logs
 
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t_start = time.perf_counter()
         with torch.profiler.record_function(WINDOW):
             trainer.train()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t_start) / steps
+        cuda_peak = torch.cuda.max_memory_allocated() if cuda else None
         if count_flops:  # one more step, counted (outside the memory window: the counter holds references)
             trainer.micro_loss = counted
             trainer.cfg.train.max_steps = steps + 1
             trainer.logger.log = lambda *a, **k: None  # (closed by the first train())
             trainer.train()
+    trainer_mod.build_backbone = build
     t0, t1 = _window(prof)
     peak, base = _live_peak(prof, t0, t1)
-    return {"peak_bytes": peak, "live_at_start_bytes": base, "flops_micro_step": flops.get("last", 0)}
+    if cuda_peak is not None:  # on a GPU: the tensors live on the GPU, torch's allocator counts them
+        peak = cuda_peak
+    return {
+        "peak_bytes": peak,
+        "live_at_start_bytes": base,
+        "flops_micro_step": flops.get("last", 0),
+        "step_seconds": seconds,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+    }
 
 
 WINDOW = "t2vturbo.train"
