@@ -68,7 +68,7 @@ def topk_mask(a_ref: torch.Tensor, k: int = TOPK) -> torch.Tensor:
     return torch.zeros_like(a_ref, dtype=torch.bool).scatter_(-1, idx, True)
 
 
-def _stat(x: torch.Tensor) -> float:
+def stat_value(x: torch.Tensor) -> float:
     """A logged statistic's value; NaN for a fake tensor (``python -m t2vturbo.plan`` runs the step without data)."""
     return float("nan") if is_fake(x) else float(x)
 
@@ -457,8 +457,8 @@ class MotionGuidance:
         score[idx] = _wide(s)
         self.stats = {
             "mg_fraction": float(len(idx)) / b,
-            "mg_score_abs": _stat(s.abs().mean()),
-            "mg_energy": _stat(energy.mean()),
+            "mg_score_abs": stat_value(s.abs().mean()),
+            "mg_energy": stat_value(energy.mean()),
         }
         return score, guided.to(z_t.device)
 

@@ -88,8 +88,12 @@ def _patched(pairs):
             setattr(obj, name, value)
 
 
-def _networks(bb, obj) -> list[torch.nn.Module]:
-    nets = [bb, obj.module]
+def _networks(bb, obj, precomputed: bool = False) -> list[torch.nn.Module]:
+    """The networks on the training device (precomputed: the trainer moves the teacher off it)."""
+    if precomputed:
+        nets = [m for name, m in bb.named_children() if name != "teacher"] + [obj.module]
+    else:
+        nets = [bb, obj.module]
     if getattr(obj, "ema", None) is not None:
         nets.append(obj.ema.model)
     term = getattr(obj, "reward_term", None)
@@ -124,10 +128,6 @@ def trace_step(cfg, micro_batch: int | None = None, checkpointing: bool | None =
             f"objective.name={cfg.objective.name!r}: the planner plans consistency distillation (the step "
             "T2V-Turbo trains); plan the teacher's or VADER's step with bench/ scripts"
         )
-    if cfg.data.precomputed:
-        raise PlanError(
-            "data.precomputed=true: plan the online step (the precomputed step is the same without teacher)"
-        )
     dtype = torch.bfloat16 if tc.precision == "bf16" else torch.float32
     # copy.deepcopy of a fake parameter (the EMA target) asks for its data pointer: harmless, it has none
     warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
@@ -150,7 +150,8 @@ def trace_step(cfg, micro_batch: int | None = None, checkpointing: bool | None =
             build_full_size(cfg.model, ckpt, dtype) if full else build_backbone(cfg.model, ckpt, "cpu", dtype)
         )
         obj = build_objective(cfg, bb, RunContext(dtype=dtype, seed=cfg.seed))
-    nets = _networks(bb, obj)
+    pre = bool(cfg.data.precomputed)
+    nets = _networks(bb, obj, pre)
     numel, nbytes = _count(nets)
     largest = max(
         (sum(p.numel() for p in m.parameters(recurse=False)) for m in obj.module.modules()), default=0
@@ -166,6 +167,19 @@ def trace_step(cfg, micro_batch: int | None = None, checkpointing: bool | None =
         "caption": ["a red circle moving left"] * mb,
         "positions": list(range(mb)),
     }
+    if pre:  # what python -m t2vturbo.precompute stored per clip (worst case: every clip motion-guided)
+        lat = tuple(bb.latent_shape(f, h, w))
+        with module_apply_by_assignment() if fake else contextlib.nullcontext(), torch.no_grad():
+            text = tuple(bb.null_cond(1).shape[1:])
+        make = (lambda shape: fake_input(mode, shape)) if fake else (lambda shape: torch.randn(shape))
+        n_grid = int(cfg.objective.num_ddim_timesteps)
+        stored = {k: make((mb, *lat)) for k in ("z_t", "out_c", "out_u", "score")}
+        stored |= {
+            "n": torch.full((mb,), n_grid - 1),
+            "mg": torch.ones(mb, dtype=torch.bool),
+            "cond": make((mb, *text)),
+        }
+        batch = {"pre": stored, "caption": batch["caption"], "positions": batch["positions"]}
     inversion = [0, 0]
     real_schedule = motion_mod.inversion_schedule
 
@@ -195,7 +209,7 @@ def trace_step(cfg, micro_batch: int | None = None, checkpointing: bool | None =
     for r in term.rewards.values() if term is not None else ():
         tr.label(r, "rewards")
     mg = obj.motion_guidance
-    if mg is not None:
+    if mg is not None and not isinstance(mg, bool):  # online (the stored teacher's is a flag)
         score, ddim_invert = mg.score, motion_mod.ddim_invert
 
         def traced_score(*a, **k):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion import Parameterisation, apply_cfg, solver_pair
-from ..guidance.motion import apply_motion_score
+from ..guidance.motion import apply_motion_score, stat_value
 from .draws import Draws, draw
 
 #: the member of a precomputed clip, ``{key}.pre.safetensors`` (read as ``item["pre"]``), and its tensors:
@@ -219,10 +219,13 @@ class StoredTeacher:
         stats = {}
         if self.motion:
             eta = torch.where(guided, eta, torch.zeros_like(eta))
-            sc = pre["score"][guided].float() if bool(guided.any()) else None
+            idx = guided.nonzero().squeeze(
+                1
+            )  # (index_select, not a mask: python -m t2vturbo.plan runs this shapes-only)
+            sc = pre["score"][idx].float() if len(idx) else None
             stats = {
                 "mg_fraction": float(guided.float().mean()),
-                "mg_score_abs": float(sc.abs().mean()) if sc is not None else 0.0,
+                "mg_score_abs": stat_value(sc.abs().mean()) if sc is not None else 0.0,
             }
         with torch.no_grad():
             z_prev = augmented_teacher_step(

@@ -190,3 +190,21 @@ def test_a_recipe_is_planned_without_weights_or_data():
     cfg = prepare(compose(["experiment=t2v_turbo_v2_vg_wv", "reward=t2v_turbo_v2"]))
     assert cfg.model.path is None and cfg.model.arch == "modelscope_1.7b"
     assert all(s.urls for s in cfg.data.sources) and all(cfg.reward.paths.values())
+
+
+def test_the_precomputed_step_is_planned_without_the_teacher():
+    """data.precomputed=true (T2V-Turbo-v2's two-stage mode): the stored teacher outputs replace the teacher,
+    which the trainer moves off the device; the trace equals the real step."""
+    cfg = prepare(
+        compose(["data=precomputed", "guidance=motion", "guidance.eta=0.05", "train.micro_batch_size=2"])
+    )
+    online = trace_step(
+        prepare(compose(["guidance=motion", "guidance.eta=0.05", "train.micro_batch_size=2"]))
+    )
+    fake, real = trace_step(cfg, fake=True), trace_step(cfg, fake=False)
+    assert fake.flops == real.flops and fake.peak_bytes == real.peak_bytes
+    assert set(fake.flops) == {"student", "target", "backward"}
+    assert (
+        fake.params["frozen"] < online.params["frozen"]
+        and fake.params["trainable"] == online.params["trainable"]
+    )
