@@ -208,6 +208,10 @@ def _clip_reward(cls):
     return cls(CLIPModel(_clip_config(VIT_H14, 1024)), tiny_clip_tokenizer())
 
 
+#: the rewards :func:`full_size_reward` builds at their released architectures
+RELEASED_REWARDS = ("hpsv2", "clip", "pickscore", "hpsv2_clip", "aesthetic", "internvideo2", "viclip")
+
+
 def full_size_reward(name: str, **kwargs):
     """The reward ``name`` at its released architecture, weights fake (inside ``fake_parameters``); small local
     tokenizers stand in for the released ones (token ids only)."""

@@ -29,7 +29,7 @@ import torch
 from ..backbones import build_backbone
 from ..train import draws as draws_mod
 from ..train.objectives import RunContext, build_objective
-from .archs import PlanError, build_full_size, full_size_reward
+from .archs import RELEASED_REWARDS, PlanError, build_full_size, full_size_reward
 from .trace import StepTrace, fake_input, fake_parameters, module_apply_by_assignment, new_fake_mode
 
 #: phases of a step (the order of the report); ``backward`` holds the student's and the rewards' backward
@@ -140,8 +140,10 @@ def trace_step(cfg, micro_batch: int | None = None, checkpointing: bool | None =
 
     def reward_build(name, *, pretrained=None, tiny=False, **kwargs):
         """Rewards at their released architectures, weights fake (reward.paths.NAME=tiny: the tiny config)."""
-        if tiny or not fake:
-            return real_build(name, pretrained=pretrained, tiny=tiny, **kwargs)
+        if tiny or not fake or (pretrained is None and name not in RELEASED_REWARDS):
+            return real_build(
+                name, pretrained=pretrained, tiny=tiny, **kwargs
+            )  # (toy rewards need no weights)
         return full_size_reward(name, **kwargs)
 
     with build_ctx, _patched([(registry, "build", reward_build)]):

@@ -70,6 +70,10 @@ for line in sys.stdin:
 """
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Child:
     def __init__(self, mode: str, env=None):
         self.p = subprocess.Popen(
@@ -80,6 +84,9 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # a shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across exec:
+            # the child gets the default disposition, whoever launched the tests
+            preexec_fn=_default_sigint,
         )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
