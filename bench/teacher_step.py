@@ -33,20 +33,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-WAN_1_3B = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=12,
-    attention_head_dim=128,
-    in_channels=16,
-    out_channels=16,
-    text_dim=4096,
-    freq_dim=256,
-    ffn_dim=8960,
-    num_layers=30,
-    cross_attn_norm=True,
-    eps=1e-6,
-    rope_max_seq_len=1024,
-)
+
+# Wan2.1-T2V-1.3B's transformer: the planner's public config (t2vturbo/plan/archs.py), one copy for both
+def wan_1_3b_config() -> dict:
+    from t2vturbo.plan.archs import WAN_COMMON, WAN_TRANSFORMERS
+
+    return {**WAN_COMMON, **WAN_TRANSFORMERS["wan2.1_t2v_1.3b"]}
 
 
 def build(family: str, size: str, frames: int, height: int, width: int, checkpointing: bool):
@@ -71,7 +63,7 @@ def build(family: str, size: str, frames: int, height: int, width: int, checkpoi
 
         bb = tiny_wan_backbone(gradient_checkpointing=checkpointing)
         if size == "full":
-            tr = WanTransformer3DModel(**WAN_1_3B)
+            tr = WanTransformer3DModel(**wan_1_3b_config())
             tr.requires_grad_(False)
             bb.teacher = WanDenoiser(tr)
             lat, ctx = (16, (frames - 1) // 4 + 1, height // 8, width // 8), (512, 4096)

@@ -23,7 +23,6 @@ micro-batches give the slope, and a third is traced to check it (:func:`linear_f
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 GIB = 2**30
@@ -99,11 +98,6 @@ def linear_fit(points: dict[int, float]) -> tuple[float, float]:
     return my - slope * mx, slope
 
 
-def peak_per_rank(trace_peak: float, trace_grads: float, trainable_param_bytes: float, st: States) -> float:
-    """The traced peak with the trainable parameters and their gradients replaced by DeepSpeed's states."""
-    return trace_peak - trainable_param_bytes - trace_grads + st.parameters + st.gradients + st.optimizer
-
-
 def step_seconds(flops_per_rank_step: float, peak_tflops: float, mfu: float) -> float:
     return flops_per_rank_step / (peak_tflops * 1e12 * mfu)
 
@@ -125,7 +119,3 @@ def max_fitting(predict, limit_bytes: float, upper: int) -> int:
         else:
             break
     return best
-
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))

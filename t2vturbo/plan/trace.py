@@ -83,14 +83,13 @@ def fake_parameters(mode: FakeTensorMode, device="cpu"):
         return tensor
 
     nn.Module.register_parameter = register_fake
-    nn.Module._apply, apply = _apply_by_assignment, nn.Module._apply
     for k in inits:
         setattr(nn.init, k, keep)
     try:
-        yield mode
+        with module_apply_by_assignment():
+            yield mode
     finally:
         nn.Module.register_parameter = register
-        nn.Module._apply = apply
         for k, f in inits.items():
             setattr(nn.init, k, f)
 

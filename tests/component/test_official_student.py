@@ -584,37 +584,17 @@ def test_sample_cli_samples_an_official_student(tmp_path):
     got = read_video(video)
     assert got.shape[0] == 4
     # a teacher checkpoint given as the student, and a missing file: exit 2 with the reason
-    assert (
-        main(
-            [
-                "--official",
-                str(teacher_dir / "model.ckpt"),
-                "--checkpoint",
-                str(teacher_dir),
-                "--prompt",
-                "a",
-                "--out",
-                str(out),
-                *size,
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "--official",
-                str(tmp_path / "nope.pt"),
-                "--checkpoint",
-                str(teacher_dir),
-                "--prompt",
-                "a",
-                "--out",
-                str(out),
-                *size,
-            ]
-        )
-        == 2
-    )
+    for wrong in (teacher_dir / "model.ckpt", tmp_path / "nope.pt"):
+        args = [
+            "--official",
+            str(wrong),
+            "--checkpoint",
+            str(teacher_dir),
+            "--prompt",
+            "a",
+            "--out",
+            str(out),
+        ]
+        assert main([*args, *size]) == 2, wrong
     with pytest.raises(SystemExit):
         main(["--official", str(f), "--prompt", "a"])  # no teacher folder
