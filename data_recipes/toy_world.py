@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
+from t2vturbo.cli import prog
 from t2vturbo.data.toy import caption, render_clip, sample_attributes
 from t2vturbo.data.video_io import write_video
 
@@ -265,7 +266,7 @@ def write_toy_shards(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_recipes.toy_world", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog("data_recipes.toy_world"), description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num-clips", type=int, required=True)
     p.add_argument("--shard-size", type=int, required=True, help="clips per shard")

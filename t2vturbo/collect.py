@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from .cli import prog
+
 #: Metrics shown first (when present); the rest follow alphabetically.
 FIRST = ["step", "loss", "loss_cd"]
 #: Per-step bookkeeping that says little about the final result.
@@ -131,7 +133,7 @@ def to_csv(header, rows) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m t2vturbo.collect", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog("t2vturbo.collect"), description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", help="a multirun sweep dir (or any dir holding runs with metrics.jsonl)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--markdown", action="store_true", help="print a Markdown table")

@@ -90,7 +90,7 @@ def _multirun_output_dir(cfg: DictConfig) -> None:
         cfg.output_dir = hc.runtime.output_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     install_early_signal_handlers()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -118,6 +118,11 @@ def main(cfg: DictConfig) -> float | None:
     return None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``t2vturbo-distill`` console script (as ``python -m t2vturbo.distill``)."""
     install_early_signal_handlers()
     main()
+
+
+if __name__ == "__main__":
+    cli()

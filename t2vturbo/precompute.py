@@ -370,7 +370,7 @@ def _main(cfg) -> dict:
 
 
 def main():
-    hydra.main(version_base="1.3", config_path="../conf", config_name="config")(_main)()
+    hydra.main(version_base="1.3", config_path="conf", config_name="config")(_main)()
 
 
 if __name__ == "__main__":

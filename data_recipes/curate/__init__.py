@@ -13,15 +13,16 @@ outputs, restarts and scale-out.  From Python::
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
+
+from t2vturbo import CONF_DIR as T2VTURBO_CONF_DIR
 
 from .config import ConfigError, CurateConfig, RecipeConfig, validate
 
 __all__ = ["CONF_DIR", "ConfigError", "CurateConfig", "RecipeConfig", "load_config", "run", "validate"]
 
 #: The repository's Hydra config tree (``conf/curate.yaml`` lives there).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = T2VTURBO_CONF_DIR  # the package's configs (t2vturbo/conf)
 
 
 def load_config(overrides: Sequence[str] = (), *, check_paths: bool = True):

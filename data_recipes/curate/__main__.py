@@ -26,7 +26,7 @@ def _command() -> str | None:
     return shlex.join(["python", "-m", "data_recipes.curate", *HydraConfig.get().overrides.task])
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="curate")
+@hydra.main(version_base="1.3", config_path="pkg://t2vturbo.conf", config_name="curate")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # one "Detecting scenes..." per video

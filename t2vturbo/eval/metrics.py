@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cli import prog
 from ..data.video_io import read_video
 from .toy_metrics import to_uint8_clip
 from .vbench_constants import DYNAMIC_COUNT_PER_16_FRAMES, DYNAMIC_THRESHOLD_AT_256, DYNAMIC_TOP_FRACTION
@@ -290,7 +291,7 @@ def _expand(paths: Sequence[str]) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m t2vturbo.eval.metrics", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=prog("t2vturbo.eval.metrics"), description=__doc__.split("\n")[0])
     ap.add_argument("paths", nargs="+", help="video files or folders of .mp4 files")
     ap.add_argument("--json", help="write per-video results and their means here")
     args = ap.parse_args(argv)

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cli import prog
 from .vbench_constants import (
     ALL_DIMS,
     DIM_WEIGHT,
@@ -205,9 +206,7 @@ def format_table(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m t2vturbo.eval.score_table", description=__doc__.split("\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog=prog("t2vturbo.eval.score_table"), description=__doc__.split("\n")[0])
     ap.add_argument(
         "results", nargs="+", help="VBench result JSON file(s): {dimension: [score, per-video list]}"
     )

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cli import prog
 from ..data.toy import held_out_prompts
 from ..sample import sample_student, sample_teacher
 from ..student_export import SAMPLING_DEFAULTS, StudentExport, load_teacher
@@ -322,7 +323,7 @@ def load_model(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m t2vturbo.eval.toybench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=prog("t2vturbo.eval.toybench"), description=__doc__.split("\n")[0])
     ap.add_argument(
         "--checkpoint",
         help="student export folder (or a run's output dir); with --teacher a "

@@ -56,6 +56,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..cli import prog
 from .vbench_constants import (
     FLICKER_SAMPLES_PER_PROMPT,
     SAMPLES_PER_PROMPT,
@@ -638,7 +639,7 @@ def _resume_conflicts(old: Mapping[str, Any], settings: Mapping[str, Any], jobs:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m t2vturbo.eval.vbench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=prog("t2vturbo.eval.vbench"), description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", help="prompt file, one per line (e.g. VBench's prompts/all_dimension.txt)")
     ap.add_argument("--out", required=True, help="output folder: OUT/videos (for VBench), OUT/manifest.json")
     ap.add_argument("--samples", type=int, default=SAMPLES_PER_PROMPT, help="videos per prompt (default 5)")

@@ -40,13 +40,12 @@ def _live_peak(prof, start_ns: int, end_ns: int) -> tuple[int, int]:
 
 def compose(overrides: list[str]):
     """The config ``python -m t2vturbo.distill OVERRIDES`` would train (Hydra's compose of conf/)."""
-    from pathlib import Path
-
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(str(conf), version_base="1.3"):
+    from .. import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return hydra_compose("config", list(overrides))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import prog
 from .registry import available, import_errors
 
 
@@ -20,7 +21,7 @@ def _list() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m t2vturbo.rewards", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog("t2vturbo.rewards"), description=__doc__)
     parser.add_argument("command", nargs="?", default="list", choices=["list"])
     parser.parse_args(argv)
     return _list()

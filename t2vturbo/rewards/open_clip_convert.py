@@ -58,6 +58,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPConfig, CLIPModel
 
+from ..cli import prog
+
 __all__ = [
     "OPEN_CLIP_FILES",
     "OPEN_CLIP_PRESETS",
@@ -384,7 +386,7 @@ def open_clip_to_clip_model(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m t2vturbo.rewards.open_clip_convert",
+        prog=prog("t2vturbo.rewards.open_clip_convert"),
         description="Convert an open_clip ViT CLIP checkpoint (e.g. HPS_v2.1_compressed.pt) to a transformers CLIPModel folder.",
     )
     p.add_argument("checkpoint", help="open_clip state dict (.pt/.bin/.safetensors)")
