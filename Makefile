@@ -105,7 +105,7 @@ sample: setup
 	$(PY) -m t2vturbo.sample --steps $(STEPS) --prompt "$(PROMPT)" $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q -m "not slow" --timeout=900 tests
+	$(PY) -m pytest -q -m "not slow" --timeout=900 --durations=25 tests
 
 # The fast unit tests alone (tests/unit: the math, the CD step, config and trainer parts; well under a minute
 # on 2 cores), for the edit-test loop; `make test` runs them too.

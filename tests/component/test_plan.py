@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from t2vturbo.config import validate
+from t2vturbo.config import ConfigError, validate
 from t2vturbo.plan import model as M
-from t2vturbo.plan.__main__ import plan, prepare
+from t2vturbo.plan.__main__ import plan, prepare, run
+from t2vturbo.plan.archs import PlanError
 from t2vturbo.plan.measure import compose
 from t2vturbo.plan.step import trace_step
 
@@ -134,23 +135,30 @@ def test_cli_writes_the_plan(tmp_path):
     assert (out / "plan.md").read_text().startswith("# Plan")
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["objective=diffusion"], "plans consistency distillation"),
-        (["model=videocrafter2", "model.arch=nope"], "model.arch='nope'"),
-        (["model=modelscope", "model.arch=wan2.1_t2v_1.3b"], "is a wan architecture"),
-    ],
-)
-def test_cli_refuses_what_it_cannot_plan(tmp_path, overrides, message):
+def test_cli_refuses_what_it_cannot_plan(tmp_path):
+    """The CLI exits 2 with the reason (one case through the process: its exit status and stderr)."""
     r = subprocess.run(
-        [sys.executable, "-m", "t2vturbo.plan", f"plan.out={tmp_path}", *overrides],
+        [sys.executable, "-m", "t2vturbo.plan", f"plan.out={tmp_path}", "objective=diffusion"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "plans consistency distillation" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=videocrafter2", "model.arch=nope"], "model.arch='nope'"),
+        (["model=modelscope", "model.arch=wan2.1_t2v_1.3b"], "is a wan architecture"),
+    ],
+)
+def test_plan_refuses_an_unknown_or_mismatched_arch(tmp_path, overrides, message):
+    """What the CLI prints after ``plan error:`` (the errors its main catches), without a process per case."""
+    with pytest.raises((ConfigError, PlanError)) as e:
+        run(prepare(compose([f"plan.out={tmp_path}", *overrides])))
+    assert message in str(e.value)
 
 
 @pytest.mark.slow  # ~1-3 minutes each on 2 cores
