@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,curate]'
+	$(PY) -m pip install -q -e '.[dev,curate,plots]'
 	# curation tools without their opencv-python pin (see pyproject.toml, extra "curate")
 	$(PY) -m pip install -q --no-deps scenedetect==0.7.2 rapidocr_onnxruntime==1.4.4
 	touch $@

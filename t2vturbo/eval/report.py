@@ -14,8 +14,14 @@ holding ``export/``, or an export folder itself):
 
 Every ToyBench line uses the same ``--num-prompts`` held-out prompts (seeded shuffle) and seed, so
 the numbers equal those of the separate ``python -m t2vturbo.eval.toybench`` runs with the same
-options. Writes RUN_DIR/report.json (every number, the per-prompt tables included) and a readable
-RUN_DIR/report.md.
+options. Writes RUN_DIR/report.json (every number, the per-prompt tables included), a readable
+RUN_DIR/report.md and, with matplotlib installed (``pip install 'matplotlib>=3.8'``), the picture of the run
+RUN_DIR/report.png that report.md shows: the training losses of RUN_DIR/metrics.jsonl over the steps (raw and
+smoothed) beside the ToyBench bars of the teacher lines and the student. ``--plot-only`` re-renders the
+picture (and report.md) from an existing report.json and metrics.jsonl without evaluating anything. Where
+RUN_DIR has a tensorboard dir, the ToyBench scores go there too (``final/toybench/...`` scalars at the
+export's training step: metrics of the run's hparams session, see ``t2vturbo.train.logger``). The lines
+about the picture go to stderr.
 
 ToyBench scores toy-world clips: the report refuses a student whose export says it was trained on
 other data (``--if-toy``: say so and exit 0 instead, for jobs that end every run with a report;
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import shlex
 import sys
 import time
@@ -45,16 +52,23 @@ from .guidance_response import REFERENCE_STEPS, format_table, guidance_response
 __all__ = [
     "REPORT_JSON",
     "REPORT_MD",
+    "REPORT_PNG",
     "NotToyWorld",
     "format_markdown",
     "main",
+    "plot_report",
+    "plot_run",
     "run_report",
     "toy_world_data",
+    "toybench_to_tensorboard",
     "write_report",
 ]
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+METRICS_JSONL = "metrics.jsonl"
+MATPLOTLIB_HINT = "pip install 'matplotlib>=3.8' (the `plots` extra; make setup installs it)"
 # `make distill`'s defaults (Makefile: TOYBENCH_PROMPTS, TOYBENCH_SAMPLES, TOY_TEACHER_GUIDANCE, GUIDANCE_RESPONSE_PROMPTS)
 NUM_PROMPTS = len(held_out_prompts())
 SAMPLES_PER_PROMPT = 4
@@ -270,6 +284,7 @@ def format_markdown(rep: dict[str, Any]) -> str:
         f"{s['samples_per_prompt']} (the reference line: 1); device {s['device']}; {rep['seconds']:.0f} s in all",
         f"- command: `{rep['command']}`",
         "",
+        *([f"![ToyBench and training losses]({rep['plot']})", ""] if rep.get("plot") else []),
         "## ToyBench",
         "",
         "| run | score [95 % CI] | colour | shape | direction | dynamic | flicker | background | seconds |",
@@ -307,13 +322,269 @@ def format_markdown(rep: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(rep: dict[str, Any], run_dir: str | Path) -> tuple[Path, Path]:
-    """Write RUN_DIR/report.json and RUN_DIR/report.md; returns their paths."""
+def write_report(rep: dict[str, Any], run_dir: str | Path, plot: bool = True) -> tuple[Path, Path]:
+    """Write RUN_DIR/report.json and RUN_DIR/report.md; returns their paths. ``plot``: first render
+    RUN_DIR/report.png (:func:`plot_run`), which report.md then shows (``rep["plot"]``); without matplotlib, or
+    when the picture fails, report.json and report.md are written without it and a line on stderr says why."""
     d = Path(run_dir)
+    if plot:
+        rep["plot"] = None
+        try:
+            png = plot_run(d, rep)
+        except ImportError as e:
+            print(f"report: no {REPORT_PNG} ({e}): {MATPLOTLIB_HINT}", file=sys.stderr, flush=True)
+        except (OSError, ValueError) as e:
+            print(f"report: no {REPORT_PNG}: {e}", file=sys.stderr, flush=True)
+        else:
+            rep["plot"] = png.name
+            print(f"report: {png}", file=sys.stderr, flush=True)
     paths = d / REPORT_JSON, d / REPORT_MD
     paths[0].write_text(json.dumps(rep, indent=2) + "\n")
     paths[1].write_text(format_markdown(rep))
     return paths
+
+
+# --------------------------------------------------------------------------- the picture
+
+
+def _metrics_path(run_dir: Path, rep: dict[str, Any] | None) -> Path:
+    """RUN_DIR/metrics.jsonl, or the one beside the export when RUN_DIR is an export folder."""
+    cands = [run_dir / METRICS_JSONL]
+    if rep and rep.get("export"):
+        cands.append(Path(rep["export"]).parent / METRICS_JSONL)
+    return next((p for p in cands if p.is_file()), cands[0])
+
+
+def loss_series(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """The training losses of metrics.jsonl rows, ``{key: (steps, values)}`` in step order: every ``loss_*`` key,
+    and ``loss`` (the total) unless it is the one term itself. A step logged again (a resumed run) takes the later
+    value; non-finite values ("nan" strings) are left out."""
+    by_key: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if "step" not in r:
+            continue
+        for k, v in r.items():
+            if (k == "loss" or k.startswith("loss_")) and isinstance(v, (int, float)) and math.isfinite(v):
+                by_key.setdefault(k, {})[int(r["step"])] = float(v)
+    terms = sorted(k for k in by_key if k != "loss")
+    if len(terms) == 1 and "loss" in by_key:
+        the_term = by_key[terms[0]]
+        if all(abs(by_key["loss"].get(s, v) - v) <= 1e-6 * max(1.0, abs(v)) for s, v in the_term.items()):
+            del by_key["loss"]
+    keys = terms + (["loss"] if "loss" in by_key else [])
+    return {k: (sorted(by_key[k]), [by_key[k][s] for s in sorted(by_key[k])]) for k in keys}
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Centred moving mean over ``window`` values (``window // 2`` each side; fewer at the ends)."""
+    c = [0.0]
+    for v in values:
+        c.append(c[-1] + v)
+    h, n = window // 2, len(values)
+    return [(c[min(n, i + h + 1)] - c[max(0, i - h)]) / (min(n, i + h + 1) - max(0, i - h)) for i in range(n)]
+
+
+def _plot_losses(ax, steps: list[int], values: list[float], key: str) -> None:
+    window = max(3, len(values) // 20) | 1 if len(values) >= 10 else 1  # odd: centred
+    if window > 1:
+        ax.plot(steps, values, color="tab:blue", alpha=0.35, linewidth=0.8, label="raw")
+        ax.plot(
+            steps, smooth(values, window), color="tab:blue", linewidth=2, label=f"moving mean of {window}"
+        )
+    else:
+        ax.plot(steps, values, color="tab:blue", linewidth=1.5, marker=".", label="raw")
+    pos = [v for v in values if v > 0]
+    if len(pos) == len(values) and max(pos) > 10 * min(pos):  # over a decade: log scale
+        ax.set_yscale("log")
+    ax.set_title(f"training loss: {key}")
+    ax.set_ylabel(key)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper right")
+
+
+# (key in a ToyBench result, axis label); the teacher lines in blues, the student in orange
+TOYBENCH_BARS = (
+    ("score", "score"),
+    ("color_acc", "colour"),
+    ("shape_acc", "shape"),
+    ("direction_acc", "direction"),
+)
+TEACHER_COLOURS = ("#c6dbef", "#6baed6", "#2171b5")
+STUDENT_COLOUR = "tab:orange"
+
+
+def _plot_toybench(ax, note, rep: dict[str, Any]) -> None:
+    runs = list(rep["toybench"].items())
+    n = len(runs)
+    width = 0.8 / max(n, 1)
+    teacher_i = 0
+    for j, (key, r) in enumerate(runs):
+        if key == "student":
+            colour = STUDENT_COLOUR
+        else:
+            colour = TEACHER_COLOURS[teacher_i % len(TEACHER_COLOURS)]
+            teacher_i += 1
+        xs = [i + (j - (n - 1) / 2) * width for i in range(len(TOYBENCH_BARS))]
+        ys = [float(r[m]) for m, _ in TOYBENCH_BARS]
+        lo, hi = r.get("score_ci95") or (ys[0], ys[0])
+        err = [[ys[0] - lo] + [0] * (len(ys) - 1), [hi - ys[0]] + [0] * (len(ys) - 1)]
+        bars = ax.bar(xs, ys, width, color=colour, edgecolor="black", linewidth=0.5, label=r["label"])
+        ax.errorbar(xs[:1], ys[:1], yerr=[err[0][:1], err[1][:1]], fmt="none", ecolor="black", capsize=3)
+        for b, y in zip(bars, ys):
+            ax.annotate(
+                f"{y:.2f}",
+                (b.get_x() + b.get_width() / 2, y),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=90,
+                xytext=(0, 4 if b is not bars[0] else 12),
+                textcoords="offset points",
+            )
+    ax.set_xticks(range(len(TOYBENCH_BARS)), [name for _, name in TOYBENCH_BARS])
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_ylabel("ToyBench (higher is better)")
+    s = rep.get("settings") or {}
+    ax.set_title(f"ToyBench: {s.get('num_prompts', '?')} held-out prompts (score: 95 % CI)")
+    ax.grid(True, axis="y", alpha=0.3)
+    note.set_axis_off()
+    handles, labels = ax.get_legend_handles_labels()
+    note.legend(handles, labels, fontsize=8, loc="upper center", ncol=2, frameon=False)
+    diffs = [
+        f"{c['label']}: {c['score']['diff']:+.3f} [{c['score']['ci95'][0]:+.3f}, {c['score']['ci95'][1]:+.3f}] "
+        f"{tb.verdict(c['score']['ci95'])}"
+        for c in (rep.get("comparisons") or {}).values()
+    ]
+    if diffs:
+        note.text(
+            0.5,
+            0.45,
+            "score, paired over prompts (95 % CI):\n" + "\n".join(diffs),
+            transform=note.transAxes,
+            ha="center",
+            va="top",
+            fontsize=8,
+        )
+
+
+def plot_report(
+    rep: dict[str, Any] | None, rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None
+) -> Path:
+    """One PNG: the training losses of ``rows`` (metrics.jsonl) over the steps, one panel per loss (raw and a
+    trailing mean; log scale where they span more than a decade), beside the ToyBench bars of ``rep`` (a report:
+    the teacher lines and the student, their score with its 95 % interval, colour / shape / direction accuracy,
+    and the paired differences). Either part may be missing (a panel says so). Needs matplotlib (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = loss_series(rows)
+    n = max(1, len(losses))
+    fig = plt.figure(figsize=(14, max(6.0, 2.8 * n)), dpi=100)
+    grid = fig.add_gridspec(
+        n, 2, width_ratios=(1.2, 1), hspace=0.45, wspace=0.18, left=0.06, right=0.98, top=0.9, bottom=0.09
+    )
+    if losses:
+        for i, (k, (steps, vals)) in enumerate(losses.items()):
+            ax = fig.add_subplot(grid[i, 0])
+            _plot_losses(ax, steps, vals, k)
+            ax.set_xlabel("training step" if i == n - 1 else "")
+    else:
+        ax = fig.add_subplot(grid[:, 0])
+        ax.text(
+            0.5,
+            0.5,
+            "no training losses\n(no metrics.jsonl rows with loss values)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+    if rep and rep.get("toybench"):
+        right = grid[:, 1].subgridspec(2, 1, height_ratios=(3, 1), hspace=0.15)
+        _plot_toybench(fig.add_subplot(right[0]), fig.add_subplot(right[1]), rep)
+    else:
+        ax = fig.add_subplot(grid[:, 1])
+        ax.text(
+            0.5, 0.5, "no ToyBench scores\n(no report.json)", ha="center", va="center", transform=ax.transAxes
+        )
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=12)
+    out = Path(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_run(run_dir: str | Path, rep: dict[str, Any] | None = None) -> Path:
+    """RUN_DIR/report.png (:func:`plot_report`) from ``rep`` (default: RUN_DIR/report.json when there is one)
+    and RUN_DIR/metrics.jsonl. FileNotFoundError naming both when RUN_DIR has neither; ImportError without
+    matplotlib."""
+    from ..train.logger import read_metrics
+
+    d = Path(run_dir)
+    if rep is None and (d / REPORT_JSON).is_file():
+        try:
+            rep = json.loads((d / REPORT_JSON).read_text())
+        except ValueError as e:
+            raise ValueError(f"{d / REPORT_JSON} is not a report (not JSON: {e})") from None
+        if not isinstance(rep, dict) or not isinstance(rep.get("toybench"), dict):
+            raise ValueError(f"{d / REPORT_JSON} is not a report (no toybench table)")
+    metrics = _metrics_path(d, rep)
+    rows = read_metrics(metrics)
+    if rep is None and not rows:
+        raise FileNotFoundError(
+            f"nothing to plot in {str(d)!r}: neither {REPORT_JSON} nor {METRICS_JSONL} rows"
+        )
+    step = rep.get("train_step") if rep else max((r.get("step", 0) for r in rows), default=0)
+    return plot_report(rep, rows, d / REPORT_PNG, title=f"Run report: {d} (training step {step})")
+
+
+def toybench_to_tensorboard(rep: dict[str, Any], run_dir: str | Path) -> Path | None:
+    """Where RUN_DIR has a tensorboard dir (a training run's): each ToyBench score of ``rep`` as the scalar
+    ``final/toybench/<line>`` and each paired difference as ``final/toybench/student_minus_<line>``, at the
+    export's training step; the guidance response as ``final/guidance_response``. Returns the dir or None."""
+    d = Path(run_dir) / "tensorboard"
+    if not d.is_dir():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    step = int(rep.get("train_step") or 0)
+    with SummaryWriter(str(d)) as w:
+        for k, r in rep["toybench"].items():
+            w.add_scalar(f"final/toybench/{k}", float(r["score"]), step)
+        for k, c in (rep.get("comparisons") or {}).items():
+            w.add_scalar(f"final/toybench/student_minus_{k}", float(c["score"]["diff"]), step)
+        g = rep.get("guidance_response")
+        if g and g.get("response") is not None:
+            w.add_scalar("final/guidance_response", float(g["response"]), step)
+    return d
+
+
+def plot_only(run_dir: str | Path) -> int:
+    """``--plot-only``: re-render RUN_DIR/report.png from report.json and metrics.jsonl (and report.md, which
+    shows it); 2 with a message naming the path when there is nothing to plot or no matplotlib."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        print(f"error: RUN_DIR {str(d)!r} does not exist (or is not a directory)", file=sys.stderr)
+        return 2
+    try:
+        png = plot_run(d)
+    except ImportError as e:
+        print(f"error: --plot-only needs matplotlib ({e}): {MATPLOTLIB_HINT}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if (d / REPORT_JSON).is_file():
+        rep = json.loads((d / REPORT_JSON).read_text())
+        rep["plot"] = png.name
+        write_report(rep, d, plot=False)
+    print(f"report: {png}", file=sys.stderr, flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,6 +645,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument(
+        "--plot-only",
+        action="store_true",
+        help=f"only re-render RUN_DIR/{REPORT_PNG} (and {REPORT_MD}) from RUN_DIR/{REPORT_JSON} and "
+        f"RUN_DIR/{METRICS_JSONL}: no model is loaded, nothing is evaluated",
+    )
     which = ap.add_mutually_exclusive_group()
     which.add_argument(
         "--force", action="store_true", help="run even if the export was not trained on the toy world"
@@ -384,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="for a student not trained on the toy world, say so and exit 0 (no report)",
     )
     a = ap.parse_args(argv)
+    if a.plot_only:
+        return plot_only(a.run_dir)
 
     def echo(line: str) -> None:
         print(line, flush=True)
@@ -415,6 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     paths = write_report(rep, a.run_dir)
+    try:
+        toybench_to_tensorboard(rep, a.run_dir)
+    except OSError as e:
+        print(f"report: the ToyBench scores are not in tensorboard: {e}", file=sys.stderr, flush=True)
     print(f"report: {paths[0]}, {paths[1]}", flush=True)
     return 0
 

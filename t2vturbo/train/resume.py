@@ -5,7 +5,7 @@
 * ``auto`` (default): resume from the newest checkpoint when its *identity* equals this run's, refuse with
   the differing keys when it does not;
 * ``force``: resume although the identity differs (the checkpoint must still fit the model);
-* ``never``: start from step 0; the old ``checkpoints/`` and ``metrics.jsonl`` move to
+* ``never``: start from step 0; the old ``checkpoints/``, ``metrics.jsonl`` and ``tensorboard/`` move to
   ``OUTPUT_DIR/replaced-<time>/`` (nothing is deleted).
 
 The identity is what makes a checkpoint's state and data position mean something: the model (``model.*``),
@@ -80,10 +80,13 @@ def _replace_old_run(out: Path, rank: int) -> None:
     if rank == 0:
         dest = out / time.strftime("replaced-%Y%m%d-%H%M%S")
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("checkpoints", "metrics.jsonl"):
+        for name in ("checkpoints", "metrics.jsonl", "tensorboard"):
             if (out / name).exists():
                 shutil.move(str(out / name), str(dest / name))
-        log.warning("train.resume=never: the previous run's checkpoints and metrics moved to %s", dest)
+        log.warning(
+            "train.resume=never: the previous run's checkpoints, metrics and tensorboard events moved to %s",
+            dest,
+        )
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 

@@ -30,7 +30,7 @@ from .compile import compile_networks
 from .data_feed import DataFeed
 from .engine import device_for, init_distributed, initialize
 from .export import export_run
-from .logger import MetricLogger
+from .logger import MetricLogger, run_hparams
 from .objectives import RunContext, build_objective
 from .preemption import Preemption
 from .validation import Validator
@@ -221,12 +221,15 @@ class Trainer:
                             self.step,
                         )
                     if self.step < tc.max_steps:
+                        self.log_hparams(finished=False)  # before a requeue, which may not return
                         self.preemption.requeue(self.step, flush=self.logger.flush)
                     break
         if bar is not None:
             bar.close()
-        if self.step >= tc.max_steps and tc.export:
-            self.export()
+        if self.step >= tc.max_steps:
+            if tc.export:
+                self.export()
+            self.log_hparams(finished=True)
         self.logger.close()
         return self.step
 
@@ -249,6 +252,12 @@ class Trainer:
                 **self.data.stats(),
             },
         )
+
+    def log_hparams(self, finished: bool):
+        """Rank 0: the run's hparams session in tensorboard (the main config values and the final metrics of
+        metrics.jsonl, see :meth:`MetricLogger.log_hparams`); ``finished``: the run reached train.max_steps."""
+        if self.rank == 0:
+            self.logger.log_hparams(self.step, run_hparams(self.cfg, self.world), finished=finished)
 
     def _grad_norm(self):
         """Global grad norm before clipping (ZeRO-0 fp32, where DeepSpeed does not report it;

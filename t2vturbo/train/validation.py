@@ -10,13 +10,24 @@ import torch
 from ..data.video_io import write_video
 from ..eval.metrics import clip_metrics
 from ..sample import sample_student
+from .logger import slug
 
 METRICS = ("temporal_flicker", "flow_magnitude", "dynamic", "motion_smoothness", "sharpness")
+FPS = 8  # of the validation clips: the .mp4 files and tensorboard's GIFs
+
+
+def prompt_tag(index: int, prompt: str) -> str:
+    """Tensorboard's tag prefix of a validation prompt: ``validation/<index>_<slug>``; its clips are
+    ``<prefix>/<steps>steps``, its text ``<prefix>/prompt``."""
+    return f"validation/{index:02d}_{slug(prompt)}"
 
 
 class Validator:
     """``validator(step, net)``: samples ``data.validation_prompts`` with ``net`` (a student) at each of
-    ``train.eval_steps`` at guidance ``train.eval_guidance`` (default: the middle of the w range)."""
+    ``train.eval_steps`` at guidance ``train.eval_guidance`` (default: the middle of the w range). Rank 0 writes
+    ``OUTPUT_DIR/samples/step-<step>/<steps>steps_<i>.mp4``, and to tensorboard each clip as a GIF under
+    ``validation/<i>_<prompt slug>/<steps>steps`` beside the prompt's text (``.../prompt``) and the clip metrics
+    (mean over the prompts) as ``val/<steps>steps/<metric>``."""
 
     def __init__(self, cfg, bb, logger, out: Path, rank: int = 0):
         self.cfg, self.bb, self.logger, self.out, self.rank = cfg, bb, logger, Path(out), rank
@@ -30,7 +41,15 @@ class Validator:
         was_training = net.training
         net.eval()
         prompts = list(cfg.data.validation_prompts)
-        for steps in cfg.train.eval_steps:
+        steps_list = list(cfg.train.eval_steps)
+        if self.rank == 0:
+            for i, p in enumerate(prompts):
+                self.logger.log_text(
+                    step,
+                    f"{prompt_tag(i, p)}/prompt",
+                    f"{p}\n\n(prompt {i}: {', '.join(map(str, steps_list))} steps, w={self.guidance:g}, seed 0)",
+                )
+        for steps in steps_list:
             video = sample_student(
                 self.bb,
                 net,
@@ -52,8 +71,8 @@ class Validator:
             agg: dict[str, float] = {}
             for i, v in enumerate(video):
                 v = v.float().cpu()
-                write_video(d / f"{steps}steps_{i}.mp4", v)
-                self.logger.log_video(step, f"val/{steps}steps/{i}", v)
+                write_video(d / f"{steps}steps_{i}.mp4", v, fps=FPS)
+                self.logger.log_video(step, f"{prompt_tag(i, prompts[i])}/{steps}steps", v, fps=FPS)
                 mets = clip_metrics(v)
                 for k in METRICS:
                     agg[k] = agg.get(k, 0.0) + float(mets[k]) / len(video)

@@ -71,11 +71,15 @@ def test_a_changed_model_or_data_config_is_refused_naming_the_keys(tmp_path):
 
 def test_never_starts_over_and_keeps_the_old_run(tmp_path):
     _checkpoint(tmp_path, _cfg(tmp_path), world=1)
+    (tmp_path / "tensorboard").mkdir()  # the old run's events would mix with the new run's curves and hparams
+    (tmp_path / "tensorboard" / "events.out.tfevents.1").write_bytes(b"old")
     assert resume.plan(_cfg(tmp_path, resume="never"), tmp_path, 0, 1) is None
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+    assert not (tmp_path / "tensorboard").exists()
     (kept,) = tmp_path.glob("replaced-*")
     assert (kept / "checkpoints" / "step-00000003" / "trainer_state.json").exists()
     assert (kept / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    assert (kept / "tensorboard" / "events.out.tfevents.1").read_bytes() == b"old"
 
 
 def test_another_number_of_ranks_keeps_the_global_batch_and_the_data_position(tmp_path):
