@@ -73,6 +73,7 @@ distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
 	$(PY) -m t2vturbo.eval.report outputs/toy --teacher $(TOY_TEACHER_DIR) --num-prompts $(TOYBENCH_PROMPTS) \
 		--samples-per-prompt $(TOYBENCH_SAMPLES) $(if $(TOY_GUIDANCE),--guidance $(TOY_GUIDANCE)) \
 		--teacher-guidance $(TOY_TEACHER_GUIDANCE) --guidance-response-prompts $(GUIDANCE_RESPONSE_PROMPTS)
+	$(PY) -m t2vturbo.hub card outputs/toy/export --report outputs/toy/report.json
 	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
 else
 distill: setup

@@ -297,6 +297,9 @@ class TrainConfig:
     # also write a UNet3D student with a diffusers VAE as a diffusers pipeline (EXPORT/diffusers: our
     # T2VTurboPipeline + LCMScheduler, guidance_scale = w as the timestep_cond; t2vturbo/export_pipeline.py)
     export_diffusers: bool = True
+    # a Hugging Face Hub repo id (user/name): upload the student export there at the end (t2vturbo/hub.py; needs
+    # `hf auth login` or HF_TOKEN). null: no upload (later: python -m t2vturbo.hub push EXPORT_DIR REPO_ID)
+    push_to_hub: str | None = None
     progress: bool = True  # progress bar on rank 0
 
 

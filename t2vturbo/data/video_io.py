@@ -3,8 +3,8 @@
 Backend: the ffmpeg binary shipped with ``imageio-ffmpeg`` (always built with
 libx264), driven through ``imageio_ffmpeg.write_frames`` / ``read_frames``.
 
-Size handling: clips are written at *exactly* the given ``H x W`` (no padding,
-no upscaling): we pass ``macro_block_size=1`` so imageio never rescales.
+Size handling: clips are written at *exactly* the given ``H x W`` (no
+upscaling): we pass ``macro_block_size=1`` so imageio never rescales.
 H.264 itself only needs even dimensions for chroma-subsampled formats, so:
 
 * ``crf == 0`` (default, lossless): pixel format ``yuv444p``.  x264 lossless
@@ -12,11 +12,16 @@ H.264 itself only needs even dimensions for chroma-subsampled formats, so:
   player compatibility by also keeping full-resolution chroma, and at 32x32
   chroma subsampling would otherwise dominate the error at every colour edge.
   The only residual error is the RGB <-> YCbCr (BT.601, limited range)
-  round-off, about 1-2 uint8 levels per channel.
+  round-off, about 1-2 uint8 levels per channel.  Such files are for
+  pipelines (exact data), not for people: browsers and QuickTime do not play
+  High 4:4:4.
 * ``crf > 0``: pixel format ``yuv420p`` (browser / QuickTime playable) when
-  ``H`` and ``W`` are even; odd sizes fall back to ``yuv444p``.
+  ``H`` and ``W`` are even; odd sizes fall back to ``yuv444p``, or, with
+  ``pad_odd=True``, stay ``yuv420p`` with the last row / column repeated
+  once to reach even sizes (the file is then up to one pixel taller / wider).
 
-Pass ``pixel_format=`` to override.
+Pass ``pixel_format=`` to override (``pad_odd`` applies to any 4:2:0 / 4:2:2
+format).
 """
 
 from __future__ import annotations
@@ -76,22 +81,35 @@ def write_video(
     *,
     crf: int = 0,
     pixel_format: str | None = None,
+    pad_odd: bool = False,
 ) -> Path:
-    """Write ``frames`` to an H.264 ``.mp4`` at exactly their ``H x W``; returns the path.
+    """Write ``frames`` to an H.264 ``.mp4`` at their ``H x W`` (see ``pad_odd``); returns the path.
 
     ``frames`` is uint8 ``[F, H, W, 3]`` (numpy or torch) or a float tensor /
     array ``[F, 3, H, W]`` in ``[-1, 1]``.  ``crf`` is the x264 constant rate
     factor (0 = lossless, 17-23 = visually good and small).  See the module
-    docstring for the pixel-format choice.  Parent directories are created.
+    docstring for the pixel-format choice and ``pad_odd``.  Parent directories
+    are created.
     """
     video = _as_uint8_video(frames)
     _, h, w, _ = video.shape
-    if not 0 <= int(crf) <= 51:
-        raise ValueError(f"crf must be in [0, 51], got {crf}")
+    if isinstance(crf, bool) or int(crf) != crf or not 0 <= int(crf) <= 51:
+        raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
+    crf = int(crf)
     if pixel_format is None:
-        pixel_format = "yuv420p" if crf > 0 and h % 2 == 0 and w % 2 == 0 else "yuv444p"
-    if pixel_format == "yuv420p" and (h % 2 or w % 2):
-        raise ValueError(f"yuv420p needs even height and width, got {h}x{w}")
+        pixel_format = "yuv420p" if crf > 0 and (not (h % 2 or w % 2) or pad_odd) else "yuv444p"
+    # chroma subsampling: 4:2:0 halves both sizes, 4:2:2 the width only
+    sub_h = pixel_format.startswith(("yuv420", "yuvj420", "nv12", "nv21"))
+    sub_w = sub_h or pixel_format.startswith(("yuv422", "yuvj422"))
+    pad_h, pad_w = int(sub_h and h % 2 == 1), int(sub_w and w % 2 == 1)
+    if pad_h or pad_w:
+        if not pad_odd:
+            raise ValueError(
+                f"{pixel_format} needs an even {'height and width' if sub_h else 'width'}, got {h}x{w} "
+                "(pass pad_odd=True to repeat the last row / column once, or use yuv444p)"
+            )
+        video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        _, h, w, _ = video.shape
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -313,7 +313,7 @@ def load_model(
     checkpoint: str | Path | None, teacher: bool = False, device: str | torch.device = "cpu"
 ) -> tuple[Any, Any, dict[str, Any], Path]:
     """(bb, net or None, meta, checkpoint path): the student export ``checkpoint`` (or a run's output dir; default:
-    the newest export under outputs/), or with ``teacher`` a teacher folder or the teacher of an export."""
+    the only export under outputs/; several are refused, listed), or with ``teacher`` a teacher folder or the teacher of an export."""
     if teacher:
         bb, meta = load_teacher(checkpoint, device)
         return bb, None, meta, Path(checkpoint) if checkpoint else Path(meta.get("teacher_path", ""))
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--checkpoint",
         help="student export folder (or a run's output dir); with --teacher a "
-        "teacher folder or an export (its teacher_path); default: newest export under outputs/",
+        "teacher folder or an export (its teacher_path); default: the only export under outputs/ (several: choose one)",
     )
     ap.add_argument("--teacher", action="store_true", help="benchmark the teacher (DDIM + CFG) instead")
     ap.add_argument("--steps", type=int, help="sampling steps (default: 4 student, 50 teacher)")

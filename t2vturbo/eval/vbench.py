@@ -474,8 +474,8 @@ def load_sampler(
 ) -> tuple[Callable[[str, int], Any], dict[str, Any]]:
     """``(sample_fn(prompt, seed) -> [F, 3, H, W], settings)`` for a student export or the teacher.
 
-    ``checkpoint``: a student export folder (or a run's output dir; default: the newest export
-    under ``outputs/``); with ``teacher=True`` a teacher folder (``unet/config.json``) or an export
+    ``checkpoint``: a student export folder (or a run's output dir; default: the only export
+    under ``outputs/``, several are refused); with ``teacher=True`` a teacher folder (``unet/config.json``) or an export
     (its ``teacher_path`` is used).  ``settings`` holds everything that determines the samples.
     """
     # lazy: the models (torch, diffusers) load only here: scoring and tables run without them
@@ -653,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--samples-override", help="JSON {prompt: samples} for any prompt (wins over both)")
     ap.add_argument(
         "--checkpoint",
-        help="student export (or run dir; default: newest under outputs/); with "
+        help="student export (or run dir; default: the only export under outputs/); with "
         "--teacher a teacher folder or an export (its teacher)",
     )
     ap.add_argument("--teacher", action="store_true", help="sample the teacher (DDIM + CFG) instead")

@@ -71,7 +71,8 @@ class Validator:
             agg: dict[str, float] = {}
             for i, v in enumerate(video):
                 v = v.float().cpu()
-                write_video(d / f"{steps}steps_{i}.mp4", v, fps=FPS)
+                # yuv420p H.264 at crf 18: plays in browsers and QuickTime (the sample CLI's default)
+                write_video(d / f"{steps}steps_{i}.mp4", v, fps=FPS, crf=18, pad_odd=True)
                 self.logger.log_video(step, f"{prompt_tag(i, prompts[i])}/{steps}steps", v, fps=FPS)
                 mets = clip_metrics(v)
                 for k in METRICS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -267,19 +268,217 @@ def test_find_latest_export_picks_newest_by_mtime(tmp_path, monkeypatch):
     assert find_latest_export(tmp_path / "nothing_here") is None
 
 
-def test_default_checkpoint_uses_newest_export(export, tmp_path, monkeypatch, capsys):
-    export_dir = export[1]
+def test_find_latest_export_every_lists_all_newest_first(tmp_path):
     now = time.time()
-    _touch_export(tmp_path / "outputs" / "old" / "export", now - 100)  # not loadable: must not be picked
-    new = tmp_path / "outputs" / "new" / "export"
-    new.mkdir(parents=True)
-    for f in (STUDENT_FILE, STUDENT_META):
-        (new / f).write_bytes((export_dir / f).read_bytes())
+    a = _touch_export(tmp_path / "a" / "export", now - 100)
+    b = _touch_export(tmp_path / "b" / "export", now - 10)
+    assert find_latest_export(tmp_path, every=True) == [b, a]
+    assert find_latest_export(tmp_path / "none", every=True) == []
+
+
+def _copy_export(src: Path, dst: Path, step=None) -> Path:
+    dst.mkdir(parents=True)
+    (dst / STUDENT_FILE).write_bytes((src / STUDENT_FILE).read_bytes())
+    meta = json.loads((src / STUDENT_META).read_text())
+    if step is not None:
+        meta["step"] = step
+    (dst / STUDENT_META).write_text(json.dumps(meta))
+    return dst
+
+
+def test_default_checkpoint_uses_the_only_export_and_says_which(export, tmp_path, monkeypatch, capsys):
+    only = _copy_export(export[1], tmp_path / "outputs" / "run1" / "export", step=40)
     monkeypatch.chdir(tmp_path)
     rc = main(["--prompt", PROMPTS[0], "--steps", "1", "--device", "cpu"])
     assert rc == 0
-    paths = _printed_paths(capsys)
+    cap = capsys.readouterr()
+    paths = [Path(ln) for ln in cap.out.splitlines() if ln.strip()]
     assert len(paths) == 1 and (tmp_path / paths[0]).is_file()
+    assert f"using the only student export under outputs/, {only.relative_to(tmp_path)} (step 40)" in cap.err
+
+
+@pytest.mark.parametrize("teacher", [False, True])
+def test_default_checkpoint_refuses_several_exports(export, tmp_path, monkeypatch, capsys, teacher):
+    """Several exports under outputs/ and no --checkpoint: exit 2 before loading anything, listing each
+    export (path, step, time written, newest first) and asking for --checkpoint."""
+    from t2vturbo.student_export import StudentExport
+
+    now = time.time()
+    old = _touch_export(tmp_path / "outputs" / "old" / "export", now - 3600)
+    new = _copy_export(export[1], tmp_path / "outputs" / "new" / "export", step=120)
+    os.utime(new / STUDENT_META, (now, now))
+
+    def no_load(*a, **k):
+        raise AssertionError("weights were read although the export is ambiguous")
+
+    monkeypatch.setattr(StudentExport, "load", no_load)
+    monkeypatch.setattr(StudentExport, "load_teacher", no_load)
+    monkeypatch.chdir(tmp_path)
+    rc = main(
+        ["--prompt", PROMPTS[0], "--steps", "1", "--device", "cpu", *(["--teacher"] if teacher else [])]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "2 student exports under outputs/" in err and "--checkpoint" in err
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    lines = err.splitlines()
+    i_new = next(i for i, ln in enumerate(lines) if str(new.relative_to(tmp_path)) in ln)
+    i_old = next(i for i, ln in enumerate(lines) if str(old.relative_to(tmp_path)) in ln)
+    assert i_new < i_old  # newest first
+    assert "step 120" in lines[i_new] and stamp in lines[i_new]
+    assert "step ?" in lines[i_old]
+    assert not (tmp_path / "samples").exists()
+
+
+# --------------------------------------------------------------------------------------------- --device
+@pytest.mark.parametrize(
+    "device,cuda_ok,count,msg",
+    [
+        (
+            "cuda",
+            False,
+            0,
+            "--device cuda: torch.cuda.is_available() is False (this torch is {v}, built without CUDA)",
+        ),
+        ("cuda:0", False, 0, "--device cuda:0: torch.cuda.is_available() is False"),
+        ("cuda:3", True, 1, "--device cuda:3: CUDA device index 3 out of range (visible: cuda:0 .. cuda:0)"),
+        ("gpu", True, 1, "--device gpu: not a torch device string (use cpu, cuda or cuda:N)"),
+        ("meta", True, 1, "--device meta: device type 'meta' is not supported"),
+    ],
+)
+def test_bad_device_is_a_clear_error_before_loading(
+    export, tmp_path, monkeypatch, capsys, device, cuda_ok, count, msg
+):
+    from t2vturbo.student_export import StudentExport
+
+    def no_resolve(*a, **k):
+        raise AssertionError("the checkpoint was read before --device was checked")
+
+    monkeypatch.setattr(StudentExport, "resolve", no_resolve)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_ok)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    rc = main(
+        ["--checkpoint", str(export[0]), "--prompt", PROMPTS[0], "--device", device, "--out", str(tmp_path)]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and msg.format(v=torch.__version__) in err
+    assert "Traceback" not in err and "AssertionError" not in err
+
+
+def test_check_device_cuda_build_without_gpu(monkeypatch):
+    from t2vturbo.sample import check_device
+
+    assert check_device("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    assert "built with CUDA 12.4, but no usable GPU / driver is visible" in check_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") is None and check_device("cuda") is None
+
+
+# --------------------------------------------------------------------------------------------- --crf / files
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def test_crf_default_playable_yuv420p_and_crf0_lossless(export, loaded, tmp_path, capsys):
+    """Default: H.264 High profile yuv420p (browser / QuickTime playable) close to the sampled frames;
+    --crf 0: lossless yuv444p equal to them up to the RGB <-> YCbCr round-off; file size falls with crf. The
+    reference frames are sample_student with the CLI's documented per-prompt seed (prompt_seeds)."""
+    import av
+
+    from t2vturbo.data.video_io import frames_to_uint8
+    from t2vturbo.sample import prompt_seeds
+
+    bb, net, _ = loaded
+    with torch.no_grad():
+        ref = frames_to_uint8(
+            sample_student(
+                bb, net, PROMPTS[:1], steps=1, num_frames=F, height=H, width=W, seed=prompt_seeds(PROMPTS[:1])
+            )[0]
+        )
+    base = ["--checkpoint", str(export[1]), "--prompt", PROMPTS[0], "--steps", "1", "--device", "cpu"]
+    files = {}
+    for crf in (None, 0, 40):
+        out = tmp_path / f"crf{crf}"
+        assert main([*base, "--out", str(out), *(["--crf", str(crf)] if crf is not None else [])]) == 0
+        (files[crf],) = out.glob("*.mp4")
+    capsys.readouterr()
+    for crf, fmt, profile in ((None, "yuv420p", "High"), (0, "yuv444p", "High 4:4:4 Predictive")):
+        with av.open(str(files[crf])) as c:
+            cc = c.streams.video[0].codec_context
+            assert (cc.name, cc.pix_fmt, cc.profile, cc.width, cc.height) == ("h264", fmt, profile, W, H)
+    lossless = read_video(files[0])
+    assert np.abs(lossless.astype(np.int16) - ref.astype(np.int16)).max() <= 4
+    # the random student's frames are per-pixel colour noise, whose chroma 4:2:0 cannot hold (RGB PSNR ~8.5 dB);
+    # its luma is kept (measured 28.2 dB at crf 18). Real content: test_video_io (RGB PSNR ~30 dB at 32x32).
+    assert _psnr(_luma(read_video(files[None])), _luma(ref)) > 24.0
+    sizes = [files[c].stat().st_size for c in (0, None, 40)]
+    assert sizes[0] > sizes[1] > sizes[2], sizes
+
+
+def test_odd_size_is_padded_for_yuv420p_and_exact_with_crf0(export, tmp_path, monkeypatch, capsys):
+    """An odd clip size (no latent model here gives one: the sampler is faked) is written as yuv420p padded by
+    one repeated row / column, with a note on stderr; --crf 0 writes it exactly (yuv444p)."""
+    import av
+
+    import t2vturbo.sample as sample_mod
+
+    def fake(bb, net, prompts, num_frames=F, height=H, width=W, **kw):
+        ramp = torch.linspace(-1, 1, height)[:, None] * torch.linspace(-1, 1, width)[None, :]
+        return ramp.expand(len(prompts), num_frames, 3, height, width).clone()
+
+    monkeypatch.setattr(sample_mod, "sample_student", fake)
+    base = ["--checkpoint", str(export[1]), "--prompt", PROMPTS[0], "--device", "cpu"]
+    base += ["--num-frames", "2", "--height", "33", "--width", "31"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--crf", "0"]) == 0
+    assert "padded" not in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    assert "33x31 is odd; yuv420p videos are padded to 34x32" in capsys.readouterr().err
+    (exact,) = (tmp_path / "a").glob("*.mp4")
+    (padded,) = (tmp_path / "b").glob("*.mp4")
+    for f, fmt, shape in ((exact, "yuv444p", (2, 33, 31, 3)), (padded, "yuv420p", (2, 34, 32, 3))):
+        with av.open(str(f)) as c:
+            assert c.streams.video[0].codec_context.pix_fmt == fmt
+        assert read_video(f).shape == shape
+    a, b = read_video(exact).astype(np.int16), read_video(padded).astype(np.int16)
+    assert np.abs(b[:, :33, :31] - a).mean() < 3.0
+    assert np.abs(b[:, 33, :31] - a[:, 32]).mean() < 3.0 and np.abs(b[:, :33, 31] - a[:, :, 30]).mean() < 3.0
+
+
+# --------------------------------------------------------------------------------------------- entry point
+@pytest.mark.parametrize(
+    "argv0,prog",
+    [
+        ("/venv/bin/t2vturbo-sample", "t2vturbo-sample"),
+        ("/x/t2vturbo/sample.py", "python -m t2vturbo.sample"),
+    ],
+)
+def test_prog_name_follows_the_console_script(monkeypatch, capsys, argv0, prog):
+    monkeypatch.setattr(sys, "argv", [argv0])
+    with pytest.raises(SystemExit) as ei:
+        main(["--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {prog} ") and "--batch-size" in out and "--crf" in out
+
+
+def test_cli_exits_with_mains_code(monkeypatch, capsys):
+    from t2vturbo.sample import cli
+
+    monkeypatch.setattr(sys, "argv", ["t2vturbo-sample", "--prompt", "x", "--device", "gpu"])
+    with pytest.raises(SystemExit) as ei:
+        cli()
+    assert ei.value.code == 2
+    assert "--device gpu" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- sampler

@@ -29,6 +29,7 @@ SCRIPTS = [
     "t2vturbo-toybench",
     "t2vturbo-curate",
     "t2vturbo-toy-world",
+    "t2vturbo-hub",
 ]
 # what a wheel built from a checkout must not see of it
 _NOT_COPIED = shutil.ignore_patterns(
