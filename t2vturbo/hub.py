@@ -28,6 +28,7 @@ from typing import Any
 from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
 
+from .cli import prog
 from .student_export import (
     KNOWN_TEACHERS,
     PACKAGE,
@@ -422,7 +423,7 @@ def push(
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m t2vturbo.hub", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=prog("t2vturbo.hub"), description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("card", help="(re)write EXPORT_DIR/README.md, the model card")
     c.add_argument("export_dir", help="a student export (OUTPUT_DIR/export) or a run dir holding export/")

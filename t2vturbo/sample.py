@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .cli import prog
 from .data.video_io import write_video
 from .diffusion import Parameterisation, apply_cfg, multistep_consistency_sample, ode_sample
 from .student_export import STUDENT_FILE, STUDENT_META, StudentExport, find_latest_export, load_teacher
@@ -280,16 +280,6 @@ def check_device(spec: str) -> str | None:
     return f"--device {spec}: device type {dev.type!r} is not supported here (use cpu, cuda, cuda:N or mps)"
 
 
-def _prog() -> str:
-    """``t2vturbo-sample`` (a console script's name) in usage and errors; ``python -m t2vturbo.sample`` else."""
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return (
-        name
-        if name and not name.endswith(".py") and name not in ("-c", "-m")
-        else "python -m t2vturbo.sample"
-    )
-
-
 def _batches(n: int, size: int):
     for i in range(0, n, size):
         yield range(i, min(i + size, n))
@@ -297,7 +287,7 @@ def _batches(n: int, size: int):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
-        prog=_prog(),
+        prog=prog("t2vturbo.sample"),
         description=__doc__.split("\n")[0],
         epilog="Each prompt's noise comes from its own generator, seeded from --seed and the prompt's text (sha256; "
         "a repeated prompt also counts its repeats), so a prompt gives the same video alone, in any order and at "

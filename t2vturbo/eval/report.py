@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from ..cli import prog
 from ..data.shards import expand_shard_urls
 from ..data.toy import held_out_prompts
 from ..student_export import StudentExport
@@ -589,7 +590,7 @@ def plot_only(run_dir: str | Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m t2vturbo.eval.report",
+        prog=prog("t2vturbo.eval.report"),
         description=__doc__.split("\n")[0],
         epilog="Defaults are `make distill`'s.",
     )
