@@ -71,6 +71,19 @@ PIPELINE_MODULE = "pipeline_t2vturbo"  # <folder>/pipeline_t2vturbo.py
 UNET_MODULE = "unet_t2vturbo"  # <folder>/unet/unet_t2vturbo.py
 
 
+def consistency_timesteps(num_steps: int, num_grid: int, num_train_timesteps: int = 1000) -> list[int]:
+    """The student's ``num_steps`` sampling timesteps on its N-point distillation grid (``k c - 1``,
+    ``c = T // N``): grid indices ``N - 1 - i (N // S)`` from the top, as ``t2vturbo.sample``. LCMScheduler's
+    own ``set_timesteps(S)`` rounds differently where S does not divide N (N = 50: 999, 759, 499, 259 instead of
+    999, 759, 519, 279), so the pipeline passes these."""
+    c = num_train_timesteps // num_grid
+    if not 1 <= num_steps <= num_grid:
+        raise ValueError(
+            f"num_inference_steps must be in [1, {num_grid}] (the distillation grid), got {num_steps}"
+        )
+    return [(num_grid - i * (num_grid // num_steps)) * c - 1 for i in range(num_steps)]
+
+
 def guidance_embedding(value: torch.Tensor, dim: int = 256) -> torch.Tensor:
     """[B, dim] float32 ``[sin(1000 v f), cos(1000 v f)]``, ``f_j = exp(-ln(1e4) j / (dim/2 - 1))``: diffusers'
     ``get_guidance_scale_embedding`` and T2V-Turbo's (``t2vturbo.diffusion.scalar_embedding``)."""
@@ -200,7 +213,9 @@ class T2VTurboPipeline(DiffusionPipeline):
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompt(prompt, device)
         b = prompt_embeds.shape[0]
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        sc = self.scheduler.config
+        ts = consistency_timesteps(num_inference_steps, sc.original_inference_steps, sc.num_train_timesteps)
+        self.scheduler.set_timesteps(timesteps=ts, device=device)
         f = self.vae_scale_factor
         shape = (b, self.unet.config.in_channels, num_frames, height // f, width // f)
         if latents is None:  # drawn first, as sample_student's initial noise (then one draw per re-noising)

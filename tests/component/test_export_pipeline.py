@@ -138,6 +138,7 @@ def test_diffusers_pipeline_samples_like_sample_student(student_export, pipeline
         )
 
     got = {w: run(guidance_scale=w) for w in (W, 9.0)}
+    assert pipe.scheduler.timesteps.tolist() == [999, 749, 499, 249]
     for w, v in got.items():  # guidance_scale is our w itself (no -1)
         torch.testing.assert_close(v, ours(w), atol=1e-4, rtol=1e-4)
     assert (got[W] - got[9.0]).abs().max() > 1e-3  # and w changes the samples
@@ -223,3 +224,24 @@ def test_trainer_export_writes_the_pipeline(student_export, tmp_path):
         generator=torch.Generator().manual_seed(0),
     ).frames
     assert tuple(video.shape) == (1, 4, 3, 16, 16)
+
+
+@pytest.mark.parametrize("n", [50, 200, 1000])
+def test_pipeline_timesteps_are_the_samplers_on_any_grid(n):
+    """The pipeline samples at t2vturbo.sample's grid points for every step count, also where S does not divide
+    N (LCMScheduler's own rounding gives other points there: N = 50, S = 4)."""
+    from diffusers import LCMScheduler
+
+    from t2vturbo.export_pipeline import consistency_timesteps
+
+    for s in (1, 2, 3, 4, 6, 8):
+        ours = lcm_sampling_timesteps(s, n, 1000).tolist()
+        assert consistency_timesteps(s, n, 1000) == ours
+        sch = LCMScheduler(original_inference_steps=n)
+        sch.set_timesteps(timesteps=ours)  # accepted: every point is on the scheduler's N-grid
+        assert sch.timesteps.tolist() == ours
+    sch = LCMScheduler(original_inference_steps=50)
+    sch.set_timesteps(4)
+    assert sch.timesteps.tolist() != lcm_sampling_timesteps(4, 50, 1000).tolist()
+    with pytest.raises(ValueError, match="distillation grid"):
+        consistency_timesteps(n + 1, n)
