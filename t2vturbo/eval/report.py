@@ -97,6 +97,24 @@ def _toy_shard_folder(folder: str) -> bool:
     return isinstance(index, dict) and str(index.get("format", "")).startswith(TOY_SHARDS_FORMAT)
 
 
+def training_config(export_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's training config as Hydra wrote it (``RUN/.hydra/config.yaml``, with this machine's paths), else
+    the one the export records (its paths made relative or cut to a name, so the export can be shared)."""
+    import yaml
+
+    for run in (export_dir.parent, export_dir):
+        f = run / ".hydra" / "config.yaml"
+        if f.is_file():
+            try:
+                cfg = yaml.safe_load(f.read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(cfg, dict):
+                return cfg
+    cfg = meta.get("config")
+    return cfg if isinstance(cfg, dict) else None
+
+
 def toy_world_data(meta: dict[str, Any]) -> tuple[bool | None, str]:
     """(whether the export was trained on the toy world, its data in words) from the training config its meta
     records: ``data.kind=toy``, or shards (``data.urls``, or every ``data.sources[*].urls`` of a mixture) that all
@@ -191,7 +209,7 @@ def run_report(
             f"guidance_response_prompts must be in [0, {NUM_PROMPTS}], got {guidance_response_prompts}"
         )
     export_dir, meta = _find_export(run_dir)
-    toy, data = toy_world_data(meta)
+    toy, data = toy_world_data({"config": training_config(Path(export_dir), meta)})
     if toy is False and not force:
         raise NotToyWorld(
             f"{export_dir}: ToyBench measures toy-world students only, and this one was trained on {data}"

@@ -214,6 +214,15 @@ def test_toy_world_data(tmp_path):
     )[0]
     assert rp.toy_world_data({"config": {"data": {"kind": "shards", "urls": None}}})[0] is False
     assert rp.toy_world_data({})[0] is None  # no recorded config: cannot tell (the report runs)
+    # an export records shard urls outside the working dir by name only (shareable); the run's own Hydra config
+    # keeps the real ones, and the report reads that first
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(f"data:\n  kind: shards\n  urls: {toy}/{tar}\n")
+    shared = {"config": {"data": {"kind": "shards", "urls": tar}}}
+    assert rp.toy_world_data(shared)[0] is False
+    assert rp.toy_world_data({"config": rp.training_config(run / "export", shared)})[0] is True
+    assert rp.training_config(tmp_path / "elsewhere" / "export", shared) == shared["config"]
 
 
 # --------------------------------------------------------------------------- the Slurm job's report step
