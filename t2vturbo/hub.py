@@ -259,7 +259,7 @@ def card_for(export_dir, report=None, repo_id: str | None = None) -> ModelCard:
         f"# {name}: a few-step text-to-video student",
         "",
         f"Distilled with t2vturbo (the T2V-Turbo-v2 recipe) from the teacher {t['label']} "
-        f"(`model.family={meta.get('family', 'unet3d')}`): it samples in 4 steps (1-8 work), with the guidance "
+        f"(`model.family={meta.get('family', 'unet3d')}`): it was distilled for 4 steps (any step count up to the grid's works), with the guidance "
         "scale w and the motion strength eta as inputs of the network instead of classifier-free guidance.",
         "",
         "## Recipe",
@@ -268,7 +268,7 @@ def card_for(export_dir, report=None, repo_id: str | None = None) -> ModelCard:
         f"teacher DDIM grid, consistency target: {o.get('target', '-')})",
         f"- guidance scale w ~ U[{w_lo}, {w_hi}] during training; default at sampling: w = {meta.get('guidance')}",
         f"- motion guidance: {'on' if gd.get('motion') else 'off'}; eta = {meta.get('eta')} at the steps with "
-        f"t >= 1000 (1 - {meta.get('motion_percentage')})",
+        f"t >= 1000 (1 - {StudentExport(meta=meta).get('motion_percentage')})",
         "- rewards: " + (", ".join(f"{k} x {v}" for k, v in rw.items()) if rw else "none"),
         "- weights: "
         + (

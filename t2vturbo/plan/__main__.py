@@ -343,5 +343,17 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+#: The plan writes plan.md / plan.json only: no Hydra run files (``.hydra/``, a ``.log``) in OUTPUT_DIR, where they
+#: would replace those of the training run the plan is about.
+QUIET_HYDRA = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
+
+
+def cli() -> None:
+    """``t2vturbo-plan`` / ``python -m t2vturbo.plan``: Hydra without its run files (:data:`QUIET_HYDRA`)."""
+    given = {a.split("=", 1)[0].lstrip("+~") for a in sys.argv[1:]}
+    sys.argv[1:1] = [o for o in QUIET_HYDRA if o.split("=", 1)[0] not in given]
     main()
+
+
+if __name__ == "__main__":
+    cli()

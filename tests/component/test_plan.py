@@ -104,7 +104,14 @@ def test_model_states_follow_the_zero_accounting():
 def test_cli_writes_the_plan(tmp_path):
     out = tmp_path / "p"
     r = subprocess.run(
-        [sys.executable, "-m", "t2vturbo.plan", f"plan.out={out}", "plan.what_if_checkpointing=false"],
+        [
+            sys.executable,
+            "-m",
+            "t2vturbo.plan",
+            f"output_dir={tmp_path}",
+            f"plan.out={out}",
+            "plan.what_if_checkpointing=false",
+        ],  # fmt: skip
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -136,15 +143,25 @@ def test_cli_writes_the_plan(tmp_path):
 
 
 def test_cli_refuses_what_it_cannot_plan(tmp_path):
-    """The CLI exits 2 with the reason (one case through the process: its exit status and stderr)."""
+    """The CLI exits 2 with the reason (one case through the process: its exit status and stderr), and leaves
+    no Hydra run files in OUTPUT_DIR (they would replace those of the training run being planned)."""
+    run = tmp_path / "run"
     r = subprocess.run(
-        [sys.executable, "-m", "t2vturbo.plan", f"plan.out={tmp_path}", "objective=diffusion"],
+        [
+            sys.executable,
+            "-m",
+            "t2vturbo.plan",
+            f"output_dir={run}",
+            f"plan.out={tmp_path}",
+            "objective=diffusion",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert r.returncode == 2 and "plans consistency distillation" in r.stderr, r.stderr[-2000:]
+    assert not (run / ".hydra").exists() and not list(run.glob("*.log")), list(run.rglob("*"))
 
 
 @pytest.mark.parametrize(
@@ -172,6 +189,7 @@ def test_full_size_plans_complete(tmp_path, model):
             f"model={model}",
             "train.precision=bf16",
             f"plan.out={tmp_path}",
+            f"output_dir={tmp_path}",
         ],
         cwd=REPO,
         capture_output=True,
