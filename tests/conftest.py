@@ -21,9 +21,11 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """Tiny ops are dominated by OpenMP spin/wait on shared cores: one thread is much faster here."""
+    """Tiny ops are dominated by OpenMP spin/wait on shared cores: one thread is much faster here. Set before
+    every test: a Trainer built in-process sets the thread count of a real run (cores per local rank), which leaked
+    into later tests (test_rewards_image's bitwise batch checks failed after test_backbone_wan)."""
     import torch
 
     n = torch.get_num_threads()
