@@ -105,8 +105,9 @@ $(RETRAINED_TEACHER): | setup
 sample: setup
 	$(PY) -m t2vturbo.sample --steps $(STEPS) --prompt "$(PROMPT)" $(ARGS)
 
+# two pytest-xdist workers (the in-process tests run on one torch thread each; the Slurm tests stay on one worker)
 test: setup
-	$(PY) -m pytest -q -m "not slow" --timeout=900 --durations=25 tests
+	$(PY) -m pytest -q -m "not slow" --timeout=900 --durations=25 -n 2 --dist loadgroup tests
 
 # The fast unit tests alone (tests/unit: the math, the CD step, config and trainer parts; well under a minute
 # on 2 cores), for the edit-test loop; `make test` runs them too.

@@ -21,6 +21,15 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread_from_the_start():
+    """Also for the module- and session-scoped fixtures, which run before any function-scoped one (a fresh
+    pytest-xdist worker starts with torch's default of one thread per core)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tiny ops are dominated by OpenMP spin/wait on shared cores: one thread is much faster here. Set before
@@ -121,3 +130,11 @@ def tiny_dirs(tmp_path_factory):
     )
     (export / STUDENT_META).write_text(json.dumps(meta))
     return teacher, export
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``): the Slurm tests share one throw-away
+    cluster per file and their daemons' ports, so they all run on one worker, one after another."""
+    for item in items:
+        if "/tests/slurm/" in str(item.fspath):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -297,6 +297,7 @@ def test_tree_resolves_to_the_recorded_values(hydra_conf, overrides):
     assert cfg.pop("precompute") == dataclasses.asdict(PrecomputeConfig())
     assert cfg.pop("plan") == dataclasses.asdict(PlanConfig())  # t2vturbo.plan only
     expected = {**RECORDED["default"], **(RECORDED["cases"][overrides] if overrides else {})}
+    expected = OmegaConf.to_container(OmegaConf.create(expected), resolve=True)  # ${t2vturbo.asset:...}
     assert _flat(cfg) == expected
 
 
