@@ -140,7 +140,15 @@ def test_resume_with_two_dataloader_workers(two_sets):
         m = _mix(two_sets, seed=3, batch=2)
         if skip:
             m.load_state_dict({"epoch": 0, "samples_seen": skip})
-        dl = DataLoader(m, batch_size=2, num_workers=2, collate_fn=collate_clips)
+        # spawned workers: a fork of a process with other threads (a pytest-xdist worker's) can deadlock the child
+        dl = DataLoader(
+            m,
+            batch_size=2,
+            num_workers=2,
+            collate_fn=collate_clips,
+            multiprocessing_context="spawn",
+            timeout=300,
+        )
         out = []
         for b in itertools.islice(dl, n):
             out += list(zip([x["source"] for x in b["meta"]], b["key"], b["url"]))
