@@ -147,7 +147,8 @@ def test_ranks_and_workers_cover_every_key_once(toy):
     per_rank = []
     for r in range(2):
         ds = ClipStream(paths, F, S, rank=r, world_size=2)
-        dl = DataLoader(ds, batch_size=None, num_workers=2)
+        # spawned workers: a fork of a process with other threads (a pytest-xdist worker's) can deadlock the child
+        dl = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn", timeout=300)
         per_rank.append([it["key"] for it in dl])
     allk = per_rank[0] + per_rank[1]
     assert sorted(allk) == KEYS and len(set(allk)) == N  # no duplicates, nothing missing
