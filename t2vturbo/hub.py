@@ -80,7 +80,7 @@ def teacher_info(ex: StudentExport) -> dict[str, Any]:
         pass
     if ref.get("package"):
         where = f"shipped with the `{ref['package']}` package (`{ref['package']}/{ref['path']}`)"
-        label = f"the toy teacher `{ref['path']}`"
+        label = f"`{ref['package']}/{ref['path']}` (shipped with the package)"
         lic = lic or project_license()
     elif ref.get("path") is not None:
         inside = not ref["path"].startswith("..") and ref["path"] != "."
@@ -91,7 +91,7 @@ def teacher_info(ex: StudentExport) -> dict[str, Any]:
         )
         label = f"`{hub_id}`" if hub_id else f"`{ref.get('name') or ref['path']}`"
         if inside:  # a tiny teacher the run wrote itself
-            label = f"in `{ref['path']}/` (a tiny random teacher, written with the student)"
+            label = f"`{ref['path']}/` (a tiny random teacher, written with the student)"
             lic = lic or project_license()
     else:  # an old export: an absolute teacher_path
         where = (
