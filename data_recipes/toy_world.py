@@ -1,15 +1,15 @@
 """Write procedural toy-world clips as webdataset tar shards.
 
     python -m data_recipes.toy_world --out DIR --num-clips N --shard-size S \\
-        --frames 8 --size 32 --seed 0 [--textured-fraction 0.3] [--fps 8]
+        --frames 8 --size 32 --seed 0 [--textured-fraction 0.3] [--fps 8] [--world toy|crowd]
 
 Output (the project's standard shard layout, read by
 :class:`t2vturbo.data.shards.ClipStream`)::
 
     DIR/toy-000000.tar, DIR/toy-000001.tar, ...   # ceil(N / S) shards, S samples each (last may be short)
         {key}.mp4    H.264 clip of render_clip(...), lossless (crf 0, yuv444p), `frames` x `size` x `size`
-        {key}.txt    caption, e.g. "a red circle moving left"
-        {key}.json   {"fps", "num_frames", "size", "height", "width", "source": "toy",
+        {key}.txt    caption, e.g. "a red circle moving left" (--world crowd: "two red balls moving left fast")
+        {key}.json   {"fps", "num_frames", "size", "height", "width", "source": the world's name,
                       "attributes": ToyAttributes.to_dict(), "textured", "bg_seed", "index", "seed"}
     DIR/index.json   {"shards", "urls" (brace pattern), "count", "seed", "command", "args", "shard_info", ...}
 
@@ -49,8 +49,8 @@ import numpy as np
 import webdataset as wds
 
 from t2vturbo.cli import prog
-from t2vturbo.data.toy import caption, render_clip, sample_attributes
 from t2vturbo.data.video_io import write_video
+from t2vturbo.data.worlds import get_world
 
 __all__ = ["FORMAT", "SHARD_PATTERN", "clip_sample", "main", "write_toy_shards"]
 
@@ -84,20 +84,23 @@ def clip_sample(
     textured_fraction: float,
     fps: float,
     tmpdir: str | None = None,
+    world: str = "toy",
 ) -> dict[str, Any]:
-    """The webdataset sample (``__key__``, ``mp4``, ``txt``, ``json`` as bytes) for clip ``index``."""
+    """The webdataset sample (``__key__``, ``mp4``, ``txt``, ``json`` as bytes) for clip ``index`` of the toy
+    world ``world`` (:data:`t2vturbo.data.worlds.WORLDS`)."""
+    w = get_world(world)
     rng = np.random.default_rng([int(seed), int(index)])
-    attrs = sample_attributes(rng, size=size, num_frames=frames)
-    bg_seed = int(rng.integers(2**31 - 1))  # same two draws as ToyClipDataset.attributes
+    attrs = w.sample_attributes(rng, size=size, num_frames=frames)
+    bg_seed = int(rng.integers(2**31 - 1))  # same two draws as the world's dataset .attributes(i)
     textured = bool(rng.random() < textured_fraction)
-    clip = render_clip(attrs, frames, size, textured=textured, seed=bg_seed)
+    clip = w.render_clip(attrs, frames, size, textured=textured, seed=bg_seed)
     meta = {
         "fps": float(fps),
         "num_frames": int(frames),
         "size": int(size),
         "height": int(size),
         "width": int(size),
-        "source": "toy",
+        "source": w.name,
         "attributes": attrs.to_dict(),
         "textured": textured,
         "bg_seed": bg_seed,
@@ -112,13 +115,17 @@ def clip_sample(
     return {
         "__key__": f"{int(index):08d}",
         "mp4": mp4,
-        "txt": caption(attrs).encode("utf-8"),
+        "txt": w.caption(attrs).encode("utf-8"),
         "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
     }
 
 
-def _args_record(num_clips, shard_size, frames, size, seed, textured_fraction, fps) -> dict[str, Any]:
+def _args_record(
+    num_clips, shard_size, frames, size, seed, textured_fraction, fps, world="toy"
+) -> dict[str, Any]:
+    # "world" only when not the toy world, so the toy shards' records (and their up-to-date check) are unchanged
     return {
+        **({"world": world} if world != "toy" else {}),
         "format": FORMAT,
         "num_clips": int(num_clips),
         "shard_size": int(shard_size),
@@ -143,7 +150,7 @@ def _command(out: Path, rec: dict[str, Any]) -> str:
         "--seed", str(rec["seed"]),
         "--textured-fraction", repr(rec["textured_fraction"]),
         "--fps", repr(rec["fps"]),
-    ]  # fmt: skip
+    ] + (["--world", rec["world"]] if "world" in rec else [])  # fmt: skip
     return shlex.join(argv)
 
 
@@ -186,8 +193,9 @@ def write_toy_shards(
     seed: int = 0,
     textured_fraction: float = 0.3,
     fps: float = 8,
+    world: str = "toy",
 ) -> list[str]:
-    """Write ``num_clips`` toy clips into ``out/toy-{000000..}.tar`` (+ ``out/index.json``).
+    """Write ``num_clips`` clips of the toy world ``world`` into ``out/toy-{000000..}.tar`` (+ ``out/index.json``).
 
     Returns the absolute shard paths in order.  Skips all work when
     ``out/index.json`` already records the same arguments and its shards are
@@ -204,7 +212,8 @@ def write_toy_shards(
     if not float(fps) > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     out = Path(out).resolve()
-    rec = _args_record(num_clips, shard_size, frames, size, seed, textured_fraction, fps)
+    get_world(world)
+    rec = _args_record(num_clips, shard_size, frames, size, seed, textured_fraction, fps, world)
 
     old = _load_index(out)
     if old is not None and _index_is_complete(out, old, rec):
@@ -228,7 +237,9 @@ def write_toy_shards(
                 writer = wds.TarWriter(f, mtime=_TAR_MTIME, encoder=False)
                 try:
                     for i in range(lo, hi):
-                        writer.write(clip_sample(i, frames, size, seed, textured_fraction, fps, tmpdir))
+                        writer.write(
+                            clip_sample(i, frames, size, seed, textured_fraction, fps, tmpdir, world)
+                        )
                 finally:
                     writer.close()
             os.replace(tmp, final)
@@ -275,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--textured-fraction", type=float, default=0.3)
     p.add_argument("--fps", type=float, default=8)
+    p.add_argument(
+        "--world", default="toy", choices=["toy", "crowd"], help="which toy world (docs/TOY_WORLDS.md)"
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     shards = write_toy_shards(
-        a.out, a.num_clips, a.shard_size, a.frames, a.size, a.seed, a.textured_fraction, a.fps
+        a.out, a.num_clips, a.shard_size, a.frames, a.size, a.seed, a.textured_fraction, a.fps, a.world
     )
     print(f"{len(shards)} shard(s), {a.num_clips} clips -> {Path(a.out).resolve() / 'index.json'}")
     return 0

@@ -59,6 +59,11 @@ class TinyModelConfig:
     # Std of the (frozen, random) text encoder's token embeddings; null keeps CLIP's init (0.02), under
     # which "left" and "right" give nearly the same prompt embedding (docs/log/toy-teacher.md).
     text_token_std: float | None = None
+    # pixel_unshuffle only: latents = (pixels - vae_shift) * vae_scaling_factor (the crowd teacher: the data's
+    # mean and 1 / std, so its latents have unit variance)
+    vae_shift: float = 0.0
+    vae_scaling_factor: float = 1.0
+    extra_words: list[str] = field(default_factory=list)  # appended to the tokenizer's toy vocabulary
 
 
 @dataclass
@@ -129,6 +134,10 @@ class DataConfig:
     max_pixels: int | None = 4096 * 2160  # shards: skip clips with larger frames (width * height; null: any)
     max_duration_s: float | None = 600.0  # shards: skip clips longer than this, in seconds (null: any)
     num_samples: int = 1_000_000  # epoch length of the toy world / the nominal length of a shard stream
+    # which toy world -- toy: one shape (t2vturbo/data/toy.py) | crowd: one to three balls at random places and
+    # speeds (t2vturbo/data/crowd.py), where few-step sampling is hard. kind=toy renders that world's clips;
+    # with shards it names the world the toy shards hold (the run's report and ToyBench read it)
+    world: Annotated[str, Literal["toy", "crowd"]] = "toy"
     textured: bool = False  # toy only: textured shapes and backgrounds
     # toy only: draw directions from this subset (null: all). A curriculum for the toy teacher: an uneven
     # subset first breaks the left/right symmetry that stalls direction learning (docs/log/toy-teacher.md).

@@ -132,21 +132,26 @@ def _report_lines(rep: dict[str, Any]) -> list[str]:
     out = []
     tbench = rep.get("toybench") or {}
     if tbench:
+        from .eval.report import ACCURACY_LABELS, report_accuracy_keys, world_of_report
+
         s = rep.get("settings") or {}
+        world = world_of_report(rep)
+        # toy: colour, shape, direction; crowd: colour, count, direction, speed
+        accs = report_accuracy_keys(rep)[1:]
         out += [
             "### ToyBench",
             "",
-            f"{s.get('num_prompts', '?')} held-out toy-world prompts, {s.get('samples_per_prompt', '?')} samples "
-            f"per prompt (seed {s.get('seed', '?')}); score in [0, 1] with its 95 % interval.",
+            f"{s.get('num_prompts', '?')} held-out {world}-world prompts, {s.get('samples_per_prompt', '?')} "
+            f"samples per prompt (seed {s.get('seed', '?')}); score in [0, 1] with its 95 % interval.",
             "",
-            "| run | score [95 % CI] | colour | shape | direction |",
-            "| --- | --- | --- | --- | --- |",
+            "| run | score [95 % CI] | " + " | ".join(ACCURACY_LABELS[k] for k in accs) + " |",
+            "| --- | --- |" + " --- |" * len(accs),
         ]
         for r in tbench.values():
             lo, hi = (r.get("score_ci95") or [None, None])[:2]
             out.append(
-                f"| {r.get('label', '?')} | {_fmt(r.get('score'))} [{_fmt(lo)}, {_fmt(hi)}] "
-                f"| {_fmt(r.get('color_acc'))} | {_fmt(r.get('shape_acc'))} | {_fmt(r.get('direction_acc'))} |"
+                f"| {r.get('label', '?')} | {_fmt(r.get('score'))} [{_fmt(lo)}, {_fmt(hi)}] |"
+                + "".join(f" {_fmt(r.get(k))} |" for k in accs)
             )
         comps = rep.get("comparisons") or {}
         if comps:

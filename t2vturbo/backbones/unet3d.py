@@ -189,6 +189,9 @@ class UNet3DBackbone(VideoBackbone):
                 prediction_type=t.prediction_type,
                 unet=t.unet,
                 text_token_std=t.text_token_std,
+                vae_shift=t.vae_shift,
+                vae_scaling_factor=t.vae_scaling_factor,
+                extra_words=tuple(t.extra_words),
                 gradient_checkpointing=gradient_checkpointing,
             )
         else:
@@ -299,10 +302,12 @@ class UNet3DBackbone(VideoBackbone):
 # ---------------------------------------------------------------------------------------------
 # Tiny configs of the same classes (tests, toy world)
 # ---------------------------------------------------------------------------------------------
-TOY_WORDS = (
-    "a an the red green blue yellow circle square triangle moving left right up down standing still "
-    "fast slow small big on plain textured background"
-).split()
+TOY_WORDS = tuple(
+    (
+        "a an the red green blue yellow circle square triangle moving left right up down standing still "
+        "fast slow small big on plain textured background"
+    ).split()
+)
 
 
 def build_word_tokenizer(words=TOY_WORDS, max_length: int = 16):
@@ -354,6 +359,9 @@ def tiny_components(
     layers_per_block: int = 1,
     unet: str = "unet3d",
     text_token_std: float | None = None,
+    vae_shift: float = 0.0,
+    vae_scaling_factor: float = 1.0,
+    extra_words: tuple[str, ...] = (),
 ):
     """(unet, vae, text_encoder, tokenizer, scheduler_config) with tiny random configs.
 
@@ -368,9 +376,12 @@ def tiny_components(
     CLIP's init (std 0.02, the position embeddings 0.01) the frozen random encoder maps prompts that
     differ in one word to nearly the same states, and a UNet trained on it cannot tell "moving left"
     from "moving right"; std 1 makes every word's embedding distinct (the toy teacher uses 1.0).
+
+    ``vae_shift`` / ``vae_scaling_factor``: the pixel-unshuffle VAE's shift and scale (latents
+    ``(x - shift) * scale``); ``extra_words``: appended to the tokenizer's toy vocabulary.
     """
     torch.manual_seed(seed)
-    tokenizer = build_word_tokenizer()
+    tokenizer = build_word_tokenizer(TOY_WORDS + tuple(extra_words))
     te_cfg = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=text_dim,
@@ -388,7 +399,7 @@ def tiny_components(
         with torch.no_grad():
             text_encoder.embeddings.token_embedding.weight.normal_(0.0, float(text_token_std), generator=g)
     if vae == "pixel_unshuffle":
-        vae_m = PixelUnshuffleVAE(factor=pixel_factor)
+        vae_m = PixelUnshuffleVAE(factor=pixel_factor, scaling_factor=vae_scaling_factor, shift=vae_shift)
         latent_channels = 3 * pixel_factor**2
     elif vae == "autoencoder_kl":
         vae_m = AutoencoderKL(

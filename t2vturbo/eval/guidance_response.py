@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.worlds import world_of_teacher
 from ..sample import export_sampling_kwargs, sample_student, sample_teacher
 from .toybench import select_prompts
 
@@ -129,14 +130,20 @@ def guidance_response(
     guidance: Sequence[float] | None = None,
     reference_steps: int = REFERENCE_STEPS,
     reference_bb=None,
+    world: str | None = None,
 ) -> dict[str, Any]:
     """:func:`response_table` of a loaded student export (``bb, net, meta``) against its teacher (or
-    ``reference_bb``) on the first ``num_prompts`` held-out prompts of ToyBench's seed-0 shuffle, at the w values
-    ``guidance`` (default: :func:`default_guidance_scales` of the export's ``w_range``), sorted low to high."""
+    ``reference_bb``) on the first ``num_prompts`` held-out prompts of ToyBench's seed-0 shuffle of the toy world
+    ``world`` (default: the export's, :func:`~t2vturbo.data.worlds.world_of_teacher`: its training config's
+    ``data.world``, else its teacher's MANIFEST.json, else ``toy``), at the w values ``guidance`` (default:
+    :func:`default_guidance_scales` of the export's ``w_range``), sorted low to high."""
+    world = world or world_of_teacher(meta.get("teacher_path"), meta).name
+    prompts = select_prompts(num_prompts, 0, world)
     sample, reference = samplers(bb, net, meta, steps, reference_steps, reference_bb)
     ws = default_guidance_scales(meta["w_range"]) if guidance is None else guidance
-    rep = response_table(sample, reference, select_prompts(num_prompts, 0), sorted(float(w) for w in ws))
+    rep = response_table(sample, reference, prompts, sorted(float(w) for w in ws))
     rep.update(
+        world=world,
         steps=int(steps),
         reference_steps=int(reference_steps),
         w_range=meta.get("w_range"),

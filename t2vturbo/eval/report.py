@@ -1,6 +1,6 @@
 """The evaluation report of a toy-world distillation run: ToyBench, paired comparisons, guidance response.
 
-    python -m t2vturbo.eval.report RUN_DIR [--num-prompts 60] [--samples-per-prompt 4] [--guidance W] ...
+    python -m t2vturbo.eval.report RUN_DIR [--num-prompts P] [--samples-per-prompt 4] [--guidance W] ...
 
 What `make distill` prints after training, for the student export of RUN_DIR (a run's output dir
 holding ``export/``, or an export folder itself):
@@ -12,18 +12,22 @@ holding ``export/``, or an export folder itself):
 3. the student minus each teacher line, paired over prompts, with a 95 % bootstrap interval;
 4. the guidance-response check (:mod:`t2vturbo.eval.guidance_response`).
 
-Every ToyBench line uses the same ``--num-prompts`` held-out prompts (seeded shuffle) and seed, so
-the numbers equal those of the separate ``python -m t2vturbo.eval.toybench`` runs with the same
-options. Writes RUN_DIR/report.json (every number, the per-prompt tables included), a readable
-RUN_DIR/report.md and, with matplotlib installed (``pip install 'matplotlib>=3.8'``), the picture of the run
-RUN_DIR/report.png that report.md shows: the training losses of RUN_DIR/metrics.jsonl over the steps (raw and
-smoothed) beside the ToyBench bars of the teacher lines and the student. ``--plot-only`` re-renders the
-picture (and report.md) from an existing report.json and metrics.jsonl without evaluating anything. Where
-RUN_DIR has a tensorboard dir, the ToyBench scores go there too (``final/toybench/...`` scalars at the
-export's training step: metrics of the run's hparams session, see ``t2vturbo.train.logger``). The lines
+Every ToyBench line uses the same ``--num-prompts`` held-out prompts (seeded shuffle; default all of the
+world's: toy 60, crowd 108) and seed, so the numbers equal those of the separate
+``python -m t2vturbo.eval.toybench`` runs with the same options.  The toy world (``toy``: colour, shape and
+direction accuracy; ``crowd``: colour, count, direction and speed) is the one the student was trained on: the
+world recorded by the toy-world shards it read (their index.json), else its training config's ``data.world``,
+else its teacher's (:func:`report_world`). Writes RUN_DIR/report.json (every number, the per-prompt tables
+included, and the ``world``), a readable RUN_DIR/report.md and, with matplotlib installed
+(``pip install 'matplotlib>=3.8'``), the picture of the run RUN_DIR/report.png that report.md shows: the
+training losses of RUN_DIR/metrics.jsonl over the steps (raw and smoothed) beside the ToyBench bars of the
+teacher lines and the student. ``--plot-only`` re-renders the picture (and report.md) from an existing
+report.json and metrics.jsonl without evaluating anything. Where RUN_DIR has a tensorboard dir, the ToyBench
+scores and the world's accuracies go there too (``final/toybench/...`` scalars at the export's training step:
+metrics of the run's hparams session, see ``t2vturbo.train.logger``). The lines
 about the picture go to stderr.
 
-ToyBench scores toy-world clips: the report refuses a student whose export says it was trained on
+ToyBench scores toy-world clips (either world): the report refuses a student whose export says it was trained on
 other data (``--if-toy``: say so and exit 0 instead, for jobs that end every run with a report;
 ``--force``: run anyway).
 """
@@ -45,12 +49,14 @@ import torch
 
 from ..cli import prog
 from ..data.shards import expand_shard_urls
-from ..data.toy import held_out_prompts
+from ..data.worlds import WORLDS, World, world_of_teacher
 from ..student_export import StudentExport
 from . import toybench as tb
 from .guidance_response import REFERENCE_STEPS, format_table, guidance_response
 
 __all__ = [
+    "ACCURACY_LABELS",
+    "NUM_PROMPTS",
     "REPORT_JSON",
     "REPORT_MD",
     "REPORT_PNG",
@@ -59,9 +65,12 @@ __all__ = [
     "main",
     "plot_report",
     "plot_run",
+    "report_accuracy_keys",
+    "report_world",
     "run_report",
     "toy_world_data",
     "toybench_to_tensorboard",
+    "world_of_report",
     "write_report",
 ]
 
@@ -71,7 +80,8 @@ REPORT_PNG = "report.png"
 METRICS_JSONL = "metrics.jsonl"
 MATPLOTLIB_HINT = "pip install 'matplotlib>=3.8' (the `plots` extra; make setup installs it)"
 # `make distill`'s defaults (Makefile: TOYBENCH_PROMPTS, TOYBENCH_SAMPLES, TOY_TEACHER_GUIDANCE, GUIDANCE_RESPONSE_PROMPTS)
-NUM_PROMPTS = len(held_out_prompts())
+# every held-out prompt of each toy world (ToyBench's default): toy 60, crowd 108
+NUM_PROMPTS = {name: len(w.held_out_prompts()) for name, w in WORLDS.items()}
 SAMPLES_PER_PROMPT = 4
 # the shipped toy teacher's best few-step w (its MANIFEST's reference scores are at w = 4)
 TEACHER_GUIDANCE = 4.0
@@ -81,20 +91,37 @@ STEPS = 4
 TOY_SHARDS_FORMAT = "t2vturbo-toy-shards/"
 
 
+#: the column / axis label of each ToyBench accuracy (:data:`t2vturbo.eval.toybench.WORLD_ACCURACY_KEYS`)
+ACCURACY_LABELS = {
+    "score": "score",
+    "color_acc": "colour",
+    "shape_acc": "shape",
+    "count_acc": "count",
+    "direction_acc": "direction",
+    "speed_acc": "speed",
+}
+
+
 class NotToyWorld(ValueError):
-    """The export was trained on data other than the toy world: ToyBench does not measure it."""
+    """The export was trained on data other than a toy world: ToyBench does not measure it."""
 
 
 # --------------------------------------------------------------------------- which students ToyBench measures
 
 
 @functools.lru_cache(maxsize=64)
-def _toy_shard_folder(folder: str) -> bool:
+def _toy_shard_world(folder: str) -> str | None:
+    """The toy world of a shard folder ``data_recipes.toy_world`` wrote (its index.json's ``args.world``: written
+    for worlds other than ``toy``), None for any other folder."""
     try:
         index = json.loads((Path(folder) / "index.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(index, dict) and str(index.get("format", "")).startswith(TOY_SHARDS_FORMAT)
+        return None
+    if not (isinstance(index, dict) and str(index.get("format", "")).startswith(TOY_SHARDS_FORMAT)):
+        return None
+    args = index.get("args")
+    world = (args.get("world") if isinstance(args, dict) else None) or "toy"
+    return str(world) if world in WORLDS else None
 
 
 def training_config(export_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -115,33 +142,75 @@ def training_config(export_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | 
     return cfg if isinstance(cfg, dict) else None
 
 
-def toy_world_data(meta: dict[str, Any]) -> tuple[bool | None, str]:
-    """(whether the export was trained on the toy world, its data in words) from the training config its meta
-    records: ``data.kind=toy``, or shards (``data.urls``, or every ``data.sources[*].urls`` of a mixture) that all
-    lie in folders written by ``data_recipes.toy_world``. ``None`` when the export records no config."""
+def _data_world(meta: dict[str, Any]) -> tuple[bool | None, str, str | None]:
+    """(trained on one toy world?, the data in words, that world's name or None): :func:`toy_world_data`."""
     cfg = meta.get("config")
     data = cfg.get("data") if isinstance(cfg, dict) else None
     if not isinstance(data, dict):
-        return None, "unknown (the export records no training config)"
+        return None, "unknown (the export records no training config)", None
     kind = data.get("kind")
     if kind == "toy":
-        return True, "data.kind=toy (toy clips rendered on the fly)"
+        world = str(data.get("world") or "toy")
+        if world not in WORLDS:
+            return False, f"data.kind=toy with data.world={world}, no toy world", None
+        if world == "toy":
+            return True, "data.kind=toy (toy clips rendered on the fly)", world
+        return True, f"data.kind=toy, data.world={world} ({world}-world clips rendered on the fly)", world
     if kind == "shards":
         specs = [data.get("urls")]
     elif kind == "mixture":
         specs = [s.get("urls") if isinstance(s, dict) else None for s in data.get("sources") or []]
     else:
-        return False, f"data.kind={kind}"
+        return False, f"data.kind={kind}", None
     if not specs or any(not s for s in specs):
-        return False, f"data.kind={kind} without shard urls"
+        return False, f"data.kind={kind} without shard urls", None
     urls = [u for spec in specs for u in expand_shard_urls(spec)]
-    other = [u for u in urls if not _toy_shard_folder(str(Path(u).parent))]
+    worlds = {u: _toy_shard_world(str(Path(u).parent)) for u in urls}
+    other = [u for u, w in worlds.items() if w is None]
     if other:
         return (
             False,
             f"data.kind={kind} with shards that data_recipes.toy_world did not write (e.g. {other[0]})",
+            None,
         )
-    return True, f"data.kind={kind}, toy-world shards ({', '.join(str(s) for s in specs)})"
+    names = sorted(set(worlds.values()))
+    if len(names) > 1:
+        first = {w: next(u for u, v in worlds.items() if v == w) for w in names}
+        return (
+            False,
+            f"data.kind={kind} with shards of {len(names)} toy worlds ("
+            + ", ".join(f"{w}: e.g. {u}" for w, u in first.items())
+            + "); ToyBench scores one world",
+            None,
+        )
+    (world,) = names
+    said = data.get("world")
+    note = f"; data.world says {said}" if said and said != world else ""
+    return True, f"data.kind={kind}, {world}-world shards ({', '.join(str(s) for s in specs)}){note}", world
+
+
+def toy_world_data(meta: dict[str, Any]) -> tuple[bool | None, str]:
+    """(whether the export was trained on a toy world, its data in words) from the training config its meta
+    records: ``data.kind=toy`` (either ``data.world``), or shards (``data.urls``, or every ``data.sources[*].urls``
+    of a mixture) that all lie in folders written by ``data_recipes.toy_world`` for one world (a folder's
+    index.json records the world: ``args.world``, ``toy`` when absent). ``None`` when the export records no
+    config."""
+    ok, words, _ = _data_world(meta)
+    return ok, words
+
+
+def report_world(meta: dict[str, Any]) -> World:
+    """The toy world ToyBench scores an export (``meta`` with its training ``config``, see
+    :func:`training_config`) on: the world of the toy-world shards it was trained on, else the export's
+    ``world`` or its config's ``data.world``, else its teacher's MANIFEST.json ``world``, else ``toy``
+    (:func:`~t2vturbo.data.worlds.world_of_teacher`)."""
+    _, _, world = _data_world(meta)
+    if world is not None:
+        return WORLDS[world]
+    try:
+        return world_of_teacher(meta.get("teacher_path"), meta)
+    except (OSError, ValueError):  # an unreadable MANIFEST.json, or a world this version does not know
+        return WORLDS["toy"]
 
 
 # --------------------------------------------------------------------------- loading (the one place that does)
@@ -181,7 +250,7 @@ def run_report(
     run_dir: str | Path,
     *,
     teacher: str | None = None,
-    num_prompts: int = NUM_PROMPTS,
+    num_prompts: int | None = None,
     samples_per_prompt: int = SAMPLES_PER_PROMPT,
     guidance: float | None = None,
     teacher_guidance: float = TEACHER_GUIDANCE,
@@ -196,23 +265,38 @@ def run_report(
 ) -> dict[str, Any]:
     """Run the report (module docstring) and return it as a dict; each line is passed to ``echo`` as it is ready.
 
-    Raises FileNotFoundError (naming the path) when RUN_DIR or the teacher cannot be found, NotToyWorld when the
-    export was trained on other data than the toy world (unless ``force``), ValueError on bad settings.
+    ``num_prompts`` (None: all) and ``guidance_response_prompts`` count held-out prompts of the student's toy world
+    (:func:`report_world`). Raises FileNotFoundError (naming the path) when RUN_DIR or the teacher cannot be found,
+    NotToyWorld when the export was trained on other data than a toy world (unless ``force``), ValueError on bad
+    settings (before loading any model).
     """
     say = echo or (lambda line: None)
     t0 = time.perf_counter()
-    prompts = tb.select_prompts(num_prompts, seed)
+    ranges = ", ".join(f"{w} {n}" for w, n in NUM_PROMPTS.items())
+    if num_prompts is not None and num_prompts < 1:
+        raise ValueError(
+            f"num_prompts must be in [1, P], P the world's held-out prompts ({ranges}), got {num_prompts}"
+        )
+    if guidance_response_prompts < 0:
+        raise ValueError(f"guidance_response_prompts must be >= 0, got {guidance_response_prompts}")
     if min(samples_per_prompt, steps, reference_steps, batch_size) < 1:
         raise ValueError("samples_per_prompt, steps, reference_steps and batch_size must be >= 1")
-    if not 0 <= guidance_response_prompts <= NUM_PROMPTS:
-        raise ValueError(
-            f"guidance_response_prompts must be in [0, {NUM_PROMPTS}], got {guidance_response_prompts}"
-        )
     export_dir, meta = _find_export(run_dir)
-    toy, data = toy_world_data({"config": training_config(Path(export_dir), meta)})
+    trained = {**meta, "config": training_config(Path(export_dir), meta)}
+    toy, data = toy_world_data(trained)
     if toy is False and not force:
         raise NotToyWorld(
             f"{export_dir}: ToyBench measures toy-world students only, and this one was trained on {data}"
+        )
+    world = report_world(trained).name
+    try:
+        prompts = tb.select_prompts(num_prompts, seed, world)
+    except ValueError as e:
+        raise ValueError(f"{e} (the {world} world's held-out prompts)") from None
+    if guidance_response_prompts > NUM_PROMPTS[world]:
+        raise ValueError(
+            f"guidance_response_prompts must be in [0, {NUM_PROMPTS[world]}] (the {world} world's held-out "
+            f"prompts), got {guidance_response_prompts}"
         )
     bb, net, meta, teacher_bb, teacher_path = _load(export_dir, teacher, device)
     w_s = tb.student_guidance(meta) if guidance is None else float(guidance)
@@ -249,6 +333,7 @@ def run_report(
             steps=steps,
             reference_steps=reference_steps,
             reference_bb=teacher_bb,
+            world=world,
         )
         say(format_table(response))
     elif guidance_response_prompts:
@@ -273,6 +358,7 @@ def run_report(
         "train_step": meta.get("step"),
         "data": data,
         "toy_world": toy,
+        "world": world,
         "command": _command(run_dir, settings),
         "settings": settings,
         "toybench": results,
@@ -280,6 +366,25 @@ def run_report(
         "guidance_response": response,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def world_of_report(rep: dict[str, Any]) -> str:
+    """A report's toy world: its ``world``, else (a report of before the worlds) the one whose accuracies its
+    ToyBench lines carry, else ``toy``."""
+    world = rep.get("world")
+    if world in tb.WORLD_ACCURACY_KEYS:
+        return str(world)
+    for r in (rep.get("toybench") or {}).values():
+        for w, keys in tb.WORLD_ACCURACY_KEYS.items():
+            if isinstance(r, dict) and all(k in r for k in keys):
+                return w
+    return "toy"
+
+
+def report_accuracy_keys(rep: dict[str, Any]) -> tuple[str, ...]:
+    """``score`` and the accuracies of a report's toy world (:data:`t2vturbo.eval.toybench.WORLD_ACCURACY_KEYS`):
+    its ``world``, else (a report of before the worlds) the set its ToyBench lines carry, else the toy world's."""
+    return tb.WORLD_ACCURACY_KEYS[world_of_report(rep)]
 
 
 def _command(run_dir: str | Path, settings: dict[str, Any]) -> str:
@@ -292,29 +397,34 @@ def _command(run_dir: str | Path, settings: dict[str, Any]) -> str:
 
 
 def format_markdown(rep: dict[str, Any]) -> str:
-    """report.md: the run, the ToyBench table, the paired comparisons and the guidance-response table."""
+    """report.md: the run, the ToyBench table, the paired comparisons and the guidance-response table; the
+    accuracy columns are those of the report's toy world (:func:`report_accuracy_keys`)."""
     s = rep["settings"]
+    world = world_of_report(rep)
+    accs = tb.WORLD_ACCURACY_KEYS[world][1:]
+    heads = " | ".join(ACCURACY_LABELS[k] for k in accs)
+    rule = " --- |" * len(accs)
     out = [
         f"# Evaluation report: {rep['run_dir']}",
         "",
         f"- student: `{rep['export']}` (training step {rep['train_step']}; data: {rep['data']})",
         f"- teacher: `{rep['teacher']}`",
-        f"- ToyBench: {s['num_prompts']} held-out prompts (seed {s['seed']}); samples per prompt: "
+        f"- ToyBench: {s['num_prompts']} held-out {world}-world prompts (seed {s['seed']}); samples per prompt: "
         f"{s['samples_per_prompt']} (the reference line: 1); device {s['device']}; {rep['seconds']:.0f} s in all",
         f"- command: `{rep['command']}`",
         "",
         *([f"![ToyBench and training losses]({rep['plot']})", ""] if rep.get("plot") else []),
         "## ToyBench",
         "",
-        "| run | score [95 % CI] | colour | shape | direction | dynamic | flicker | background | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| run | score [95 % CI] | {heads} | dynamic | flicker | background | seconds |",
+        f"| --- | --- |{rule} --- | --- | --- | --- |",
     ]
     for r in rep["toybench"].values():
         lo, hi = r["score_ci95"]
+        cells = "".join(f" {r[k]:.3f} |" for k in accs)
         out.append(
-            f"| {r['label']} | {r['score']:.3f} [{lo:.3f}, {hi:.3f}] | {r['color_acc']:.3f} | {r['shape_acc']:.3f}"
-            f" | {r['direction_acc']:.3f} | {r['dynamic_degree']:.2f} | {r['flicker']:.3f} "
-            f"| {r['background_clean']:.3f} | {r['seconds']:.1f} |"
+            f"| {r['label']} | {r['score']:.3f} [{lo:.3f}, {hi:.3f}] |{cells} {r['dynamic_degree']:.2f} "
+            f"| {r['flicker']:.3f} | {r['background_clean']:.3f} | {r['seconds']:.1f} |"
         )
     out += [
         "",
@@ -322,15 +432,15 @@ def format_markdown(rep: dict[str, Any]) -> str:
         "",
         "Per-prompt differences, mean over prompts, paired 95 % bootstrap interval (prompts resampled).",
         "",
-        "| comparison | score | 95 % CI | verdict | colour | shape | direction | prompts |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| comparison | score | 95 % CI | verdict | {heads} | prompts |",
+        f"| --- | --- | --- | ---{rule} --- |",
     ]
     for c in rep["comparisons"].values():
         lo, hi = c["score"]["ci95"]
+        cells = "".join(f" {c[k]['diff']:+.3f} |" for k in accs)
         out.append(
             f"| {c['label']} | {c['score']['diff']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {tb.verdict(c['score']['ci95'])}"
-            f" | {c['color_acc']['diff']:+.3f} | {c['shape_acc']['diff']:+.3f} "
-            f"| {c['direction_acc']['diff']:+.3f} | {c['num_prompts']} |"
+            f" |{cells} {c['num_prompts']} |"
         )
     out += ["", "## Guidance response", ""]
     if rep["guidance_response"] is None:
@@ -421,19 +531,19 @@ def _plot_losses(ax, steps: list[int], values: list[float], key: str) -> None:
     ax.legend(fontsize=8, loc="upper right")
 
 
-# (key in a ToyBench result, axis label); the teacher lines in blues, the student in orange
-TOYBENCH_BARS = (
-    ("score", "score"),
-    ("color_acc", "colour"),
-    ("shape_acc", "shape"),
-    ("direction_acc", "direction"),
-)
+# per toy world: the bar groups, (key in a ToyBench result, axis label); the teacher lines in blues, the student in
+# orange
+TOYBENCH_BARS = {
+    world: tuple((k, ACCURACY_LABELS[k]) for k in keys) for world, keys in tb.WORLD_ACCURACY_KEYS.items()
+}
 TEACHER_COLOURS = ("#c6dbef", "#6baed6", "#2171b5")
 STUDENT_COLOUR = "tab:orange"
 
 
 def _plot_toybench(ax, note, rep: dict[str, Any]) -> None:
     runs = list(rep["toybench"].items())
+    world = world_of_report(rep)
+    bars = TOYBENCH_BARS[world]
     n = len(runs)
     width = 0.8 / max(n, 1)
     teacher_i = 0
@@ -443,13 +553,13 @@ def _plot_toybench(ax, note, rep: dict[str, Any]) -> None:
         else:
             colour = TEACHER_COLOURS[teacher_i % len(TEACHER_COLOURS)]
             teacher_i += 1
-        xs = [i + (j - (n - 1) / 2) * width for i in range(len(TOYBENCH_BARS))]
-        ys = [float(r[m]) for m, _ in TOYBENCH_BARS]
+        xs = [i + (j - (n - 1) / 2) * width for i in range(len(bars))]
+        ys = [float(r[m]) for m, _ in bars]
         lo, hi = r.get("score_ci95") or (ys[0], ys[0])
         err = [[ys[0] - lo] + [0] * (len(ys) - 1), [hi - ys[0]] + [0] * (len(ys) - 1)]
-        bars = ax.bar(xs, ys, width, color=colour, edgecolor="black", linewidth=0.5, label=r["label"])
+        drawn = ax.bar(xs, ys, width, color=colour, edgecolor="black", linewidth=0.5, label=r["label"])
         ax.errorbar(xs[:1], ys[:1], yerr=[err[0][:1], err[1][:1]], fmt="none", ecolor="black", capsize=3)
-        for b, y in zip(bars, ys):
+        for b, y in zip(drawn, ys):
             ax.annotate(
                 f"{y:.2f}",
                 (b.get_x() + b.get_width() / 2, y),
@@ -457,15 +567,15 @@ def _plot_toybench(ax, note, rep: dict[str, Any]) -> None:
                 va="bottom",
                 fontsize=7,
                 rotation=90,
-                xytext=(0, 4 if b is not bars[0] else 12),
+                xytext=(0, 4 if b is not drawn[0] else 12),
                 textcoords="offset points",
             )
-    ax.set_xticks(range(len(TOYBENCH_BARS)), [name for _, name in TOYBENCH_BARS])
+    ax.set_xticks(range(len(bars)), [name for _, name in bars])
     ax.set_ylim(0, 1.25)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("ToyBench (higher is better)")
     s = rep.get("settings") or {}
-    ax.set_title(f"ToyBench: {s.get('num_prompts', '?')} held-out prompts (score: 95 % CI)")
+    ax.set_title(f"ToyBench: {s.get('num_prompts', '?')} held-out {world}-world prompts (score: 95 % CI)")
     ax.grid(True, axis="y", alpha=0.3)
     note.set_axis_off()
     handles, labels = ax.get_legend_handles_labels()
@@ -492,8 +602,8 @@ def plot_report(
 ) -> Path:
     """One PNG: the training losses of ``rows`` (metrics.jsonl) over the steps, one panel per loss (raw and a
     trailing mean; log scale where they span more than a decade), beside the ToyBench bars of ``rep`` (a report:
-    the teacher lines and the student, their score with its 95 % interval, colour / shape / direction accuracy,
-    and the paired differences). Either part may be missing (a panel says so). Needs matplotlib (Agg)."""
+    the teacher lines and the student, their score with its 95 % interval, the accuracies of the report's world --
+    toy: colour / shape / direction, crowd: colour / count / direction / speed -- and the paired differences). Either part may be missing (a panel says so). Needs matplotlib (Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -564,17 +674,22 @@ def plot_run(run_dir: str | Path, rep: dict[str, Any] | None = None) -> Path:
 
 def toybench_to_tensorboard(rep: dict[str, Any], run_dir: str | Path) -> Path | None:
     """Where RUN_DIR has a tensorboard dir (a training run's): each ToyBench score of ``rep`` as the scalar
-    ``final/toybench/<line>`` and each paired difference as ``final/toybench/student_minus_<line>``, at the
-    export's training step; the guidance response as ``final/guidance_response``. Returns the dir or None."""
+    ``final/toybench/<line>``, each accuracy of the report's world (:func:`report_accuracy_keys`) as
+    ``final/toybench/<line>/<accuracy>`` (e.g. ``final/toybench/student/count_acc``) and each paired score
+    difference as ``final/toybench/student_minus_<line>``, at the export's training step; the guidance response as
+    ``final/guidance_response``. Returns the dir or None."""
     d = Path(run_dir) / "tensorboard"
     if not d.is_dir():
         return None
     from torch.utils.tensorboard import SummaryWriter
 
     step = int(rep.get("train_step") or 0)
+    accs = report_accuracy_keys(rep)[1:]
     with SummaryWriter(str(d)) as w:
         for k, r in rep["toybench"].items():
             w.add_scalar(f"final/toybench/{k}", float(r["score"]), step)
+            for a in accs:
+                w.add_scalar(f"final/toybench/{k}/{a}", float(r[a]), step)
         for k, c in (rep.get("comparisons") or {}).items():
             w.add_scalar(f"final/toybench/student_minus_{k}", float(c["score"]["diff"]), step)
         g = rep.get("guidance_response")
@@ -623,8 +738,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--num-prompts",
         type=int,
-        default=NUM_PROMPTS,
-        help="first P of a seeded shuffle of the held-out prompts (default: all %(default)s)",
+        help="first P of a seeded shuffle of the held-out prompts of the student's toy world (default: all of them: "
+        + ", ".join(f"{w} {n}" for w, n in NUM_PROMPTS.items())
+        + ")",
     )
     ap.add_argument(
         "--samples-per-prompt",
@@ -672,12 +788,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     which = ap.add_mutually_exclusive_group()
     which.add_argument(
-        "--force", action="store_true", help="run even if the export was not trained on the toy world"
+        "--force", action="store_true", help="run even if the export was not trained on a toy world"
     )
     which.add_argument(
         "--if-toy",
         action="store_true",
-        help="for a student not trained on the toy world, say so and exit 0 (no report)",
+        help="for a student not trained on a toy world, say so and exit 0 (no report)",
     )
     a = ap.parse_args(argv)
     if a.plot_only:

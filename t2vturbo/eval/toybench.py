@@ -1,12 +1,15 @@
-"""ToyBench: prompt adherence of a student (or teacher) on the 60 toy-world prompts.
+"""ToyBench: prompt adherence of a student (or teacher) on a toy world's held-out prompts.
 
 ``python -m t2vturbo.eval.toybench --checkpoint OUTPUT_DIR/export --steps 4``
 ``python -m t2vturbo.eval.toybench --teacher --checkpoint TEACHER_DIR --steps 50``
 
-Samples videos for a deterministic (seeded) selection of the held-out toy prompts and scores
-them with the analytic pixel metrics of :mod:`t2vturbo.eval.toy_metrics` (colour, shape and
-direction accuracy; their mean is ``score``), plus dynamic degree, flicker and background
-cleanliness.  Prints one summary line and optionally writes a JSON report.
+Samples videos for a deterministic (seeded) selection of the world's held-out prompts and scores
+them with its analytic pixel metrics: the ``toy`` world's 60 prompts with
+:mod:`t2vturbo.eval.toy_metrics` (colour, shape and direction accuracy), the ``crowd`` world's 108
+with :mod:`t2vturbo.eval.crowd_metrics` (colour, count, direction and speed); ``score`` is the mean
+of the accuracies. Plus dynamic degree, flicker and background cleanliness.  The world is the
+checkpoint's (:func:`t2vturbo.data.worlds.world_of_teacher`) unless ``--world`` says otherwise.
+Prints one summary line and optionally writes a JSON report.
 
 Uncertainty: the prompts are the sampling units.  The report carries each prompt's mean
 accuracies (``per_prompt``) and a 95 % percentile-bootstrap interval of ``score`` over prompts
@@ -31,13 +34,16 @@ import numpy as np
 import torch
 
 from ..cli import prog
-from ..data.toy import held_out_prompts
+from ..data.worlds import WORLDS, get_world, world_of_prompt, world_of_teacher
 from ..sample import sample_student, sample_teacher
 from ..student_export import SAMPLING_DEFAULTS, StudentExport, load_teacher
-from .toy_metrics import aggregate, score_clip
+from . import crowd_metrics, toy_metrics
 
 __all__ = [
     "ACCURACY_KEYS",
+    "WORLD_ACCURACY_KEYS",
+    "accuracy_keys",
+    "metrics_of",
     "BOOTSTRAP_RESAMPLES",
     "DEFAULT_GUIDANCE",
     "bootstrap_ci",
@@ -56,13 +62,35 @@ __all__ = [
 
 DEFAULT_GUIDANCE = SAMPLING_DEFAULTS["guidance"]
 DEFAULT_STEPS = {"student": 4, "teacher": 50}
-ACCURACY_KEYS = ("score", "color_acc", "shape_acc", "direction_acc")
+#: ``score`` and the accuracies it is the mean of, per toy world
+WORLD_ACCURACY_KEYS = {
+    "toy": ("score", "color_acc", "shape_acc", "direction_acc"),
+    "crowd": ("score", "color_acc", "count_acc", "direction_acc", "speed_acc"),
+}
+ACCURACY_KEYS = WORLD_ACCURACY_KEYS["toy"]
 BOOTSTRAP_RESAMPLES = 2000
+_METRICS = {"toy": toy_metrics, "crowd": crowd_metrics}
 
 
-def select_prompts(num_prompts: int | None = None, seed: int = 0) -> list[str]:
-    """The first ``num_prompts`` of a seeded shuffle of :func:`held_out_prompts` (all 60 if None)."""
-    prompts = held_out_prompts()
+def metrics_of(world: str):
+    """The pixel-metrics module (``score_clip``, ``aggregate``) of a toy world."""
+    return _METRICS[get_world(world).name]
+
+
+def accuracy_keys(results: Sequence[dict[str, Any]] | dict[str, Any]) -> tuple[str, ...]:
+    """The :data:`WORLD_ACCURACY_KEYS` entry whose accuracies the per-clip results (or a per-prompt row) carry."""
+    r = results if isinstance(results, dict) else results[0]
+    for keys in WORLD_ACCURACY_KEYS.values():
+        if all(k in r for k in keys):
+            return keys
+    raise ValueError(
+        f"results carry none of the toy worlds' accuracy sets {list(WORLD_ACCURACY_KEYS.values())}"
+    )
+
+
+def select_prompts(num_prompts: int | None = None, seed: int = 0, world: str = "toy") -> list[str]:
+    """The first ``num_prompts`` of a seeded shuffle of the world's held-out prompts (all if None)."""
+    prompts = get_world(world).held_out_prompts()
     n = len(prompts) if num_prompts is None else int(num_prompts)
     if not 1 <= n <= len(prompts):
         raise ValueError(f"num_prompts must be in [1, {len(prompts)}], got {num_prompts}")
@@ -71,14 +99,15 @@ def select_prompts(num_prompts: int | None = None, seed: int = 0) -> list[str]:
 
 
 def per_prompt_scores(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{prompt: {score, color_acc, shape_acc, direction_acc, clips}}``: the mean of each
-    accuracy over that prompt's clips (per-clip results of
-    :func:`~t2vturbo.eval.toy_metrics.score_clip`), prompts in first-seen order."""
+    """``{prompt: {score, <accuracies>, clips}}`` (toy: colour, shape, direction; crowd: colour, count, direction,
+    speed): the mean of each accuracy over that prompt's clips (per-clip results of the world's
+    ``score_clip``), prompts in first-seen order."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault(str(r["prompt"]), []).append(r)
+    keys = accuracy_keys(results) if results else ()
     return {
-        p: {**{k: float(np.mean([float(r[k]) for r in rs])) for k in ACCURACY_KEYS}, "clips": len(rs)}
+        p: {**{k: float(np.mean([float(r[k]) for r in rs])) for k in keys}, "clips": len(rs)}
         for p, rs in groups.items()
     }
 
@@ -105,7 +134,7 @@ def paired_difference(
 ) -> dict[str, Any]:
     """``report`` minus ``baseline`` on the prompts both scored (their ``per_prompt`` tables).
 
-    For each of :data:`ACCURACY_KEYS`: the mean over shared prompts of the per-prompt
+    For ``score`` and each accuracy of the world: the mean over shared prompts of the per-prompt
     difference, and a paired percentile-bootstrap 95 % interval (prompts resampled together,
     the same resampling for every key).  Raises ``ValueError`` when a report has no
     ``per_prompt`` table or the two share no prompt.
@@ -121,7 +150,10 @@ def paired_difference(
         raise ValueError("the two reports share no prompt: run them with the same --num-prompts and --seed")
     idx = np.random.default_rng(int(seed)).integers(0, len(shared), size=(int(n_boot), len(shared)))
     out: dict[str, Any] = {"num_prompts": len(shared)}
-    for k in ACCURACY_KEYS:
+    keys = accuracy_keys(a[shared[0]])
+    if accuracy_keys(b[shared[0]]) != keys:
+        raise ValueError("the two reports score different toy worlds")
+    for k in keys:
         d = np.array([a[p][k] - b[p][k] for p in shared], dtype=np.float64)
         lo, hi = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
         out[k] = {"diff": float(d.mean()), "ci95": [float(lo), float(hi)]}
@@ -139,7 +171,8 @@ def format_comparison(res: dict[str, Any], base: dict[str, Any], cmp: dict[str, 
     s = cmp["score"]
     accs = " ".join(
         f"{k.removesuffix('_acc').replace('color', 'colour')} {cmp[k]['diff']:+.3f}"
-        for k in ACCURACY_KEYS[1:]
+        for k in cmp
+        if k.endswith("_acc")
     )
     lo, hi = s["ci95"]
     where = f" ({name})" if name else ""
@@ -206,6 +239,7 @@ def run_toybench(
     sigma_data: float | None = None,
     timestep_scaling: float | None = None,
     return_samples: bool = False,
+    world: str | None = None,
 ) -> dict[str, Any]:
     """Sample and score; returns the :func:`~t2vturbo.eval.toy_metrics.aggregate` dict plus
     ``steps, seconds, sampling_seconds, guidance, num_prompts, samples_per_prompt, who``.
@@ -222,9 +256,15 @@ def run_toybench(
     opt = StudentExport(meta=dict(meta or {})).get
 
     nf, h, w = int(opt("num_frames", num_frames)), int(opt("height", height)), int(opt("width", width))
-    prompts = list(select_prompts() if prompts is None else prompts)
+    if prompts is None:
+        prompts = select_prompts(world=world or world_of_teacher(None, meta).name)
+    prompts = list(prompts)
     if not prompts:
         raise ValueError("run_toybench needs at least one prompt")
+    worlds = {world_of_prompt(p).name for p in prompts}
+    if len(worlds) != 1:
+        raise ValueError(f"the prompts mix toy worlds {sorted(worlds)}: score one world per run")
+    metrics = metrics_of(worlds.pop())
     if samples_per_prompt < 1 or batch_size < 1:
         raise ValueError("samples_per_prompt and batch_size must be >= 1")
     jobs = [p for p in prompts for _ in range(int(samples_per_prompt))]
@@ -264,12 +304,13 @@ def run_toybench(
             video = video.detach().float().cpu()
             sampling += time.perf_counter() - ts
             for p, v in zip(batch, video):
-                results.append(score_clip(v, p))
-    out: dict[str, Any] = dict(aggregate(results))
+                results.append(metrics.score_clip(v, p))
+    out: dict[str, Any] = dict(metrics.aggregate(results))
     table = per_prompt_scores(results)
     out["per_prompt"] = table
     out["score_ci95"] = list(bootstrap_ci([v["score"] for v in table.values()], seed=seed))
     out.update(
+        world=world_of_prompt(prompts[0]).name,
         eta=float(opt("eta", eta)) if net is not None else None,
         steps=int(steps),
         seconds=time.perf_counter() - t0,
@@ -291,9 +332,9 @@ def run_toybench(
 def format_summary(res: dict[str, Any], name: str = "") -> str:
     """One line: ``ToyBench student steps=4 (NAME) score=0.912 color=1.000 ... seconds=12.3``."""
     where = f" ({name})" if name else ""
+    accs = " ".join(f"{k.removesuffix('_acc')}={res[k]:.3f}" for k in accuracy_keys(res)[1:])
     return (
-        f"ToyBench {res.get('who', '?')} steps={res['steps']}{where} score={res['score']:.3f} "
-        f"color={res['color_acc']:.3f} shape={res['shape_acc']:.3f} direction={res['direction_acc']:.3f} "
+        f"ToyBench {res.get('who', '?')} steps={res['steps']}{where} score={res['score']:.3f} {accs} "
         f"dynamic={res['dynamic_degree']:.2f} flicker={res['flicker']:.3f} "
         f"background={res['background_clean']:.3f} seconds={res['seconds']:.1f}"
         + (
@@ -347,8 +388,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--num-prompts",
         type=int,
-        default=len(held_out_prompts()),
-        help="first P prompts of a seeded shuffle of the 60 held-out prompts (default: all)",
+        default=None,
+        help="first P prompts of a seeded shuffle of the world's held-out prompts (default: all; toy 60, crowd 108)",
+    )
+    ap.add_argument(
+        "--world",
+        choices=sorted(WORLDS),
+        help="the toy world's prompts and metrics (default: the checkpoint's: its export's data.world or its "
+        "MANIFEST.json's world, else toy)",
     )
     ap.add_argument("--samples-per-prompt", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="prompt shuffle and sampling noise seed")
@@ -370,14 +417,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.samples_per_prompt < 1 or args.batch_size < 1:
         ap.error("--samples-per-prompt and --batch-size must be >= 1")
     try:
-        prompts = select_prompts(args.num_prompts, args.seed)
-    except ValueError as e:
-        ap.error(str(e))
-    try:
         bb, net, meta, ckpt = load_model(args.checkpoint, args.teacher, args.device)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    world = args.world or world_of_teacher(ckpt if args.teacher else None, meta).name
+    try:
+        prompts = select_prompts(args.num_prompts, args.seed, world)
+    except ValueError as e:
+        ap.error(str(e))
     baselines = {}
     for f in args.baseline:
         try:

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..data.mixture import MixtureSource, MixtureStream
 from ..data.shards import ClipStream, collate_clips
-from ..data.toy import ToyClipDataset
+from ..data.worlds import get_world
 
 
 def build_dataset(cfg):
@@ -16,7 +16,7 @@ def build_dataset(cfg):
     if d.kind == "toy":
         if cfg.model.height != cfg.model.width:
             raise ValueError("data.kind=toy renders square clips: set model.height == model.width")
-        return ToyClipDataset(
+        return get_world(d.world).dataset(
             num_samples=d.num_samples,
             num_frames=cfg.model.num_frames,
             size=cfg.model.height,

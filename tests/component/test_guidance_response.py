@@ -76,3 +76,36 @@ def test_errors(tiny):
     same = lambda ps, w, seed: t(ps, 4.0, seed)  # noqa: E731
     with pytest.raises(ValueError, match="no response to compare with"):
         gr.response_table(t, same, PROMPTS, [2.0, 6.0])
+
+
+def test_prompts_are_the_exports_worlds(tiny, tmp_path):
+    """guidance_response samples the held-out prompts of the export's toy world: its config's data.world, else its
+    teacher's MANIFEST.json world, else toy's; ``world`` overrides. Checked against response_table on each world's
+    first two prompts of ToyBench's seed-0 shuffle (the crowd and toy prompts give different tables)."""
+    from t2vturbo.eval.guidance_response import guidance_response, samplers
+    from t2vturbo.eval.toybench import select_prompts
+    from t2vturbo.sample import load_student
+
+    _, export = tiny
+    bb, net, meta = load_student(export)
+    ws = [2.0, 6.0]
+    sample, reference = samplers(bb, net, meta, steps=1, reference_steps=1)
+    want = {w: gr.response_table(sample, reference, select_prompts(2, 0, w), ws) for w in ("toy", "crowd")}
+    assert want["toy"]["mse"] != want["crowd"]["mse"]
+
+    def run(m, world=None):
+        rep = guidance_response(
+            bb, net, m, num_prompts=2, steps=1, reference_steps=1, guidance=ws, world=world
+        )
+        return rep["world"], {k: rep[k] for k in want["toy"]}
+
+    crowd_cfg = {**meta, "config": {"data": {"kind": "toy", "world": "crowd"}}}
+    assert run(crowd_cfg) == ("crowd", want["crowd"])
+    assert run(crowd_cfg, world="toy") == ("toy", want["toy"])
+    assert run(meta) == ("toy", want["toy"])  # no config, a teacher without MANIFEST.json
+    teacher = tmp_path / "teacher"  # the world the teacher's MANIFEST.json records
+    teacher.mkdir()
+    (teacher / "MANIFEST.json").write_text(json.dumps({"world": "crowd"}))
+    assert run({**meta, "teacher_path": str(teacher)}) == ("crowd", want["crowd"])
+    with pytest.raises(ValueError, match=r"num_prompts must be in \[1, 108\]"):
+        guidance_response(bb, net, crowd_cfg, num_prompts=109)

@@ -200,6 +200,40 @@ def test_model_card_metadata_and_refresh_from_the_report(run, capsys):
     assert stat.S_IMODE((export / "README.md").stat().st_mode) == 0o666 & ~current_umask()
 
 
+def test_card_toybench_columns_are_the_reports_worlds(tiny_dirs, tmp_path):
+    """The card's ToyBench table has the accuracies of the report's world: a crowd report's colour / count /
+    direction / speed (no shape), a report of before the worlds (no ``world``) the toy world's."""
+    _, export = tiny_dirs
+    line = dict(color_acc=0.9, count_acc=0.6, direction_acc=0.7, speed_acc=0.5, score_ci95=[0.6, 0.74])
+    rep = {
+        "world": "crowd",
+        "settings": {"num_prompts": 108, "samples_per_prompt": 4, "seed": 0},
+        "toybench": {"student": {**line, "label": "student 4 steps, w=7.5", "score": 0.675}},
+    }
+    f = tmp_path / "report.json"
+    f.write_text(json.dumps(rep))
+    text = hub.card_for(export, report=f).text
+    assert "108 held-out crowd-world prompts, 4 samples per prompt" in text
+    assert (
+        "| run | score [95 % CI] | colour | count | direction | speed |\n| --- | --- | --- | --- | --- | --- |\n"
+        in text
+    )
+    assert "| student 4 steps, w=7.5 | 0.675 [0.600, 0.740] | 0.900 | 0.600 | 0.700 | 0.500 |" in text
+    assert "shape" not in text
+    del rep["world"]  # the world from the accuracies the lines carry
+    f.write_text(json.dumps(rep))
+    assert hub.card_for(export, report=f).text == text
+    rep["toybench"]["student"] = {k: v for k, v in rep["toybench"]["student"].items() if "count" not in k}
+    rep["toybench"]["student"]["shape_acc"] = 0.8
+    f.write_text(json.dumps(rep))
+    text = hub.card_for(export, report=f).text
+    assert (
+        "held-out toy-world prompts" in text
+        and "| run | score [95 % CI] | colour | shape | direction |\n" in text
+    )
+    assert "| student 4 steps, w=7.5 | 0.675 [0.600, 0.740] | 0.900 | 0.800 | 0.700 |\n" in text
+
+
 def test_card_names_a_known_teacher_and_its_license(tiny_dirs, tmp_path):
     teacher, legacy = tiny_dirs
     export = shutil.copytree(legacy, tmp_path / "export")

@@ -13,6 +13,7 @@ import sys
 import pytest
 from conftest import REPO
 
+from t2vturbo.data.worlds import world_of_prompt
 from t2vturbo.eval import report as rp
 from t2vturbo.eval import toybench as tb
 from t2vturbo.eval.guidance_response import format_table, guidance_response
@@ -192,8 +193,9 @@ def test_missing_or_invalid_run_dir_names_the_path(tmp_path, capsys):
     assert rp.main([str(empty)]) == 2
     assert str(empty / "export" / "t2vturbo_student.json") in capsys.readouterr().err
     assert not (empty / "report.json").exists()
-    assert rp.main([str(empty), "--num-prompts", "0"]) == 2
-    assert "num_prompts must be in [1, 60]" in capsys.readouterr().err
+    assert rp.main([str(empty), "--num-prompts", "0"]) == 2  # refused before the export is read
+    err = capsys.readouterr().err
+    assert "num_prompts must be in [1, P]" in err and "(toy 60, crowd 108), got 0" in err
 
 
 def _export_trained_on(d, data):
@@ -202,6 +204,39 @@ def _export_trained_on(d, data):
         json.dumps({"teacher_path": "nowhere", "config": {"data": data}})
     )
     return d
+
+
+def test_prompt_counts_are_bounded_by_the_students_world(tmp_path, capsys):
+    """--num-prompts and --guidance-response-prompts count the held-out prompts of the export's world (toy 60,
+    crowd 108); refused before any model is loaded (these exports have no weights, and their teacher is nowhere)."""
+    assert rp.NUM_PROMPTS == {"toy": 60, "crowd": 108}
+    toy = _export_trained_on(tmp_path / "toy", {"kind": "toy"})
+    crowd = _export_trained_on(tmp_path / "crowd", {"kind": "toy", "world": "crowd"})
+    for run, args, want in [
+        (
+            toy,
+            ["--num-prompts", "61"],
+            "num_prompts must be in [1, 60], got 61 (the toy world's held-out prompts)",
+        ),
+        (crowd, ["--num-prompts", "109"], "num_prompts must be in [1, 108], got 109 (the crowd world's"),
+        (
+            toy,
+            ["--guidance-response-prompts", "61"],
+            "guidance_response_prompts must be in [0, 60] (the toy world's",
+        ),
+        (
+            crowd,
+            ["--guidance-response-prompts", "109"],
+            "must be in [0, 108] (the crowd world's held-out prompts)",
+        ),
+        (crowd, ["--guidance-response-prompts", "-1"], "guidance_response_prompts must be >= 0, got -1"),
+    ]:
+        assert rp.main([str(run), *args]) == 2
+        assert want in capsys.readouterr().err
+    # within the crowd world's bound (past the toy world's): accepted, so the report goes on to load the student
+    assert rp.main([str(crowd), "--num-prompts", "108", "--guidance-response-prompts", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "prompts" not in err and "nowhere" in err
 
 
 def test_non_toy_students_are_refused_before_loading(tmp_path, capsys):
@@ -242,6 +277,127 @@ def test_toy_world_data(tmp_path):
     assert rp.toy_world_data(shared)[0] is False
     assert rp.toy_world_data({"config": rp.training_config(run / "export", shared)})[0] is True
     assert rp.training_config(tmp_path / "elsewhere" / "export", shared) == shared["config"]
+
+
+def test_crowd_world_data_and_the_reports_world(tmp_path):
+    """Crowd-world students are toy-world students: data.kind=toy with data.world=crowd, or the shards
+    `python -m data_recipes.toy_world --world crowd` writes (its index.json records the world). The report's world
+    is the shards', else the config's data.world, else the teacher's MANIFEST.json world, else toy."""
+    from data_recipes.toy_world import write_toy_shards
+
+    crowd, toy = tmp_path / "crowd_shards", tmp_path / "toy_shards"
+    write_toy_shards(crowd, 2, 1, frames=2, size=16, world="crowd")
+    write_toy_shards(toy, 1, 1, frames=2, size=16)
+    assert json.loads((crowd / "index.json").read_text())["args"]["world"] == "crowd"
+    tar = "toy-{000000..000001}.tar"
+
+    def world(data, **meta):
+        ok, why = rp.toy_world_data({"config": {"data": data}})
+        return ok, why, rp.report_world({**meta, "config": {"data": data}}).name
+
+    ok, why, w = world({"kind": "toy", "world": "crowd"})
+    assert (ok, w) == (True, "crowd") and "data.world=crowd" in why
+    assert world({"kind": "toy"})[::2] == (True, "toy") and world({"kind": "toy", "world": "toy"})[2] == "toy"
+    ok, why, w = world({"kind": "shards", "urls": f"{crowd}/{tar}", "world": "crowd"})
+    assert (ok, w) == (True, "crowd") and "crowd-world shards" in why and "data.world says" not in why
+    # the shards decide: a config that forgot data.world=crowd (its default, toy) still gets the crowd prompts
+    ok, why, w = world({"kind": "shards", "urls": f"{crowd}/{tar}"})
+    assert (ok, w) == (True, "crowd")
+    ok, why, w = world({"kind": "shards", "urls": f"{toy}/toy-000000.tar", "world": "crowd"})
+    assert (ok, w) == (True, "toy") and "toy-world shards" in why and "data.world says crowd" in why
+    ok, why, _ = world(
+        {"kind": "mixture", "sources": [{"urls": f"{crowd}/{tar}"}, {"urls": f"{toy}/toy-000000.tar"}]}
+    )
+    assert ok is False and "2 toy worlds" in why and f"crowd: e.g. {crowd}/toy-000000.tar" in why
+    assert f"toy: e.g. {toy}/toy-000000.tar" in why
+    assert world({"kind": "toy", "world": "city"})[0] is False
+    assert world({"kind": "mixture", "sources": [{"urls": f"{crowd}/{tar}"}]})[::2] == (True, "crowd")
+    # no recorded config: the teacher's MANIFEST.json (the shipped teachers record their world), else toy
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    assert rp.report_world({"teacher_path": str(teacher)}).name == "toy"
+    (teacher / "MANIFEST.json").write_text(json.dumps({"world": "crowd"}))
+    assert rp.report_world({"teacher_path": str(teacher)}).name == "crowd"
+    assert rp.toy_world_data({"teacher_path": str(teacher)})[0] is None
+
+
+@pytest.fixture(scope="module")
+def crowd_reported(tiny_dirs, tmp_path_factory):
+    """(run dir, report dict, printed lines) of the report of the fixture student, its export saying it was trained
+    on the crowd world (config data.kind=toy, data.world=crowd); the run has a tensorboard dir."""
+    _, export = tiny_dirs
+    run = tmp_path_factory.mktemp("crowd_report") / "run"
+    shutil.copytree(export.parent, run)
+    meta = json.loads((run / "export" / "t2vturbo_student.json").read_text())
+    meta["config"] = {"data": {"kind": "toy", "world": "crowd"}}
+    (run / "export" / "t2vturbo_student.json").write_text(json.dumps(meta))
+    (run / "tensorboard").mkdir()
+    small = [*SMALL[:3], "1", *SMALL[4:]]  # 1 sample per prompt
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert rp.main([str(run), *small]) == 0
+    return run, json.loads((run / "report.json").read_text()), out.getvalue().splitlines()
+
+
+def test_crowd_report_round_trip(crowd_reported):
+    """A crowd-world student's report: the crowd world's prompts, accuracies (colour, count, direction, speed),
+    report.md columns and tensorboard keys. (A random teacher: the scores themselves are near 0.)"""
+    run, rep, lines = crowd_reported
+    assert rep["world"] == "crowd" and rep["toy_world"] is True and "data.world=crowd" in rep["data"]
+    prompts = tb.select_prompts(3, 0, "crowd")
+    assert all(world_of_prompt(p).name == "crowd" for p in prompts)
+    accs = tb.WORLD_ACCURACY_KEYS["crowd"]
+    assert accs == ("score", "color_acc", "count_acc", "direction_acc", "speed_acc")
+    for r in rep["toybench"].values():
+        assert r["world"] == "crowd" and list(r["per_prompt"]) == prompts
+        assert set(accs) <= set(r) and "shape_acc" not in r
+        for row in r["per_prompt"].values():
+            assert set(row) == {*accs, "clips"}
+            assert row["score"] == pytest.approx(sum(row[k] for k in accs[1:]) / 4)
+    for c in rep["comparisons"].values():
+        assert set(accs) <= set(c) and "shape_acc" not in c
+    assert rep["guidance_response"]["world"] == "crowd" and rep["guidance_response"]["num_prompts"] == 3
+    assert lines[0].startswith("ToyBench teacher steps=2 (teacher DDIM 2, student's w=7.5) score=")
+    assert " count=" in lines[0] and " speed=" in lines[0] and " shape=" not in lines[0]
+    md = (run / "report.md").read_text()
+    assert md == rp.format_markdown(rep) and "3 held-out crowd-world prompts" in md
+    assert "| run | score [95 % CI] | colour | count | direction | speed | dynamic |" in md
+    assert "| comparison | score | 95 % CI | verdict | colour | count | direction | speed | prompts |" in md
+    s = rep["toybench"]["student"]
+    cells = " | ".join(f"{s[k]:.3f}" for k in accs[1:])
+    assert (
+        f"| {s['label']} | {s['score']:.3f} [{s['score_ci95'][0]:.3f}, {s['score_ci95'][1]:.3f}] | {cells} |"
+        in md
+    )
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for k in (*TEACHERS, "student"):
+        assert {f"final/toybench/{k}", *(f"final/toybench/{k}/{a}" for a in accs[1:])} <= tags
+    assert not any("shape" in t for t in tags)
+    assert acc.Scalars("final/toybench/student/count_acc")[0].value == pytest.approx(s["count_acc"])
+
+
+class _Prompts(Exception):
+    pass
+
+
+def test_default_num_prompts_is_all_of_the_worlds(crowd_reported, tiny_dirs, monkeypatch):
+    """num_prompts None (the CLI's default): every held-out prompt of the student's world, seeded shuffle."""
+
+    def stop(bb, net, steps, guidance, *, prompts, **kw):
+        raise _Prompts(prompts)
+
+    monkeypatch.setattr(tb, "run_toybench", stop)
+    run, _, _ = crowd_reported
+    for d, world, n in [(run, "crowd", 108), (tiny_dirs[1], "toy", 60)]:
+        with pytest.raises(_Prompts) as e:
+            rp.run_report(d, guidance_response_prompts=0, seed=1, echo=None)
+        (prompts,) = e.value.args
+        assert len(prompts) == n and prompts == tb.select_prompts(None, 1, world)
+        assert {world_of_prompt(p).name for p in prompts} == {world}
 
 
 # --------------------------------------------------------------------------- the Slurm job's report step

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,19 +27,32 @@ LINES = {  # key: (label, score, colour, shape, direction)
 }
 
 
-def fake_report(run, student=None) -> dict:
-    """A report.json of known values, every field format_markdown reads (the numbers are made up)."""
+# the crowd world's lines: (label, score, colour, count, direction, speed)
+CROWD_LINES = {
+    "teacher_at_student_w": ("teacher DDIM 4, student's w=7.5", 0.3, 0.6, 0.2, 0.25, 0.15),
+    "teacher_at_teacher_w": ("teacher DDIM 4, w=4", 0.35, 0.65, 0.3, 0.25, 0.2),
+    "teacher_reference": ("teacher DDIM 50 reference, w=4", 0.85, 0.95, 0.85, 0.8, 0.8),
+    "student": ("student 4 steps, w=7.5", 0.6, 0.9, 0.5, 0.55, 0.45),
+}
+
+
+def fake_report(run, student=None, world=None) -> dict:
+    """A report.json of known values, every field format_markdown reads (the numbers are made up). ``world``:
+    None -- a toy-world report of before the worlds (no ``world`` field), or "crowd" (its accuracies, named)."""
+    lines, names = (
+        (CROWD_LINES, ("color_acc", "count_acc", "direction_acc", "speed_acc"))
+        if world == "crowd"
+        else (LINES, ("color_acc", "shape_acc", "direction_acc"))
+    )
     tbl = {}
-    for k, (label, score, c, s, d) in LINES.items():
+    for k, (label, score, *accs) in lines.items():
         if k == "student" and student is not None:
-            score = c = s = d = student
+            score, accs = student, [student] * len(accs)
         tbl[k] = dict(
             label=label,
             score=score,
             score_ci95=[score - 0.05, min(1.0, score + 0.05)],
-            color_acc=c,
-            shape_acc=s,
-            direction_acc=d,
+            **dict(zip(names, accs)),
             dynamic_degree=1.0,
             flicker=0.97,
             background_clean=0.99,
@@ -49,15 +63,14 @@ def fake_report(run, student=None) -> dict:
             label=f"student minus {tbl[k]['label']}",
             num_prompts=12,
             score=dict(diff=tbl["student"]["score"] - tbl[k]["score"], ci95=[-0.02, 0.04]),
-            color_acc=dict(diff=0.0),
-            shape_acc=dict(diff=0.0),
-            direction_acc=dict(diff=0.0),
+            **{a: dict(diff=tbl["student"][a] - tbl[k][a]) for a in names},
         )
         for k in tbl
         if k != "student"
     }
     settings = dict(num_prompts=12, samples_per_prompt=2, seed=0, device="cpu")
     return dict(
+        **({"world": world} if world else {}),
         run_dir=str(run),
         export=str(run / "export"),
         teacher="teacher",
@@ -204,12 +217,13 @@ def test_without_matplotlib_the_report_still_writes_json_and_md(tmp_path, capsys
     assert "--plot-only needs matplotlib" in capsys.readouterr().err
 
 
-def test_toybench_scores_go_to_the_runs_tensorboard(tmp_path):
+@pytest.mark.parametrize("world", [None, "crowd"])
+def test_toybench_scores_go_to_the_runs_tensorboard(tmp_path, world):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
     run.mkdir()
-    rep = fake_report(run)
+    rep = fake_report(run, world=world)
     rep["guidance_response"] = {"response": 0.25}
     assert rp.toybench_to_tensorboard(rep, run) is None and not (run / "tensorboard").exists()
     (run / "tensorboard").mkdir()
@@ -218,6 +232,69 @@ def test_toybench_scores_go_to_the_runs_tensorboard(tmp_path):
     acc.Reload()
     got = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
     want = {f"final/toybench/{k}": r["score"] for k, r in rep["toybench"].items()}
+    accs = ("count_acc", "speed_acc") if world == "crowd" else ("shape_acc",)  # besides colour and direction
+    for k, r in rep["toybench"].items():  # the world's accuracies, each line's
+        want |= {f"final/toybench/{k}/{a}": r[a] for a in ("color_acc", *accs, "direction_acc")}
+    assert set(want) - set(rep["toybench"]) > {"final/toybench/student/color_acc"}
     want |= {f"final/toybench/student_minus_{k}": c["score"]["diff"] for k, c in rep["comparisons"].items()}
     want["final/guidance_response"] = 0.25
     assert got == {k: [(120, pytest.approx(v))] for k, v in want.items()}
+
+
+@pytest.mark.parametrize("world", [None, "crowd"])
+def test_markdown_columns_are_the_worlds_accuracies(tmp_path, world):
+    """report.md's ToyBench and comparison tables: toy colour / shape / direction (a report without ``world``: from
+    the accuracies its lines carry), crowd colour / count / direction / speed, each cell its line's number."""
+    rep = fake_report(tmp_path, world=world)
+    md = rp.format_markdown(rep)
+    names = "colour | count | direction | speed" if world == "crowd" else "colour | shape | direction"
+    n = 4 if world == "crowd" else 3
+    assert f"| run | score [95 % CI] | {names} | dynamic | flicker | background | seconds |\n" in md
+    assert "| --- " * (6 + n) + "|\n" in md
+    assert f"| comparison | score | 95 % CI | verdict | {names} | prompts |\n" in md
+    assert "| --- " * (5 + n) + "|\n" in md
+    assert ("count" in md) == (world == "crowd") and ("shape" in md) == (world != "crowd")
+    assert f"12 held-out {world or 'toy'}-world prompts" in md
+    for label, score, *accs in (CROWD_LINES if world == "crowd" else LINES).values():
+        lo, hi = score - 0.05, min(1.0, score + 0.05)
+        cells = " | ".join(f"{a:.3f}" for a in accs)
+        assert f"| {label} | {score:.3f} [{lo:.3f}, {hi:.3f}] | {cells} | 1.00 | 0.970 | 0.990 | 1.5 |" in md
+    c = rep["comparisons"]["teacher_reference"]
+    diffs = [CROWD_LINES["student"][i] - CROWD_LINES["teacher_reference"][i] for i in range(2, 6)]
+    if world == "crowd":  # count -0.35, speed -0.35: the student's cells minus the reference's
+        assert f"| {c['label']} | {c['score']['diff']:+.3f} | [-0.020, +0.040] | " in md
+        assert " | ".join(f"{d:+.3f}" for d in diffs) + " | 12 |" in md
+
+
+@needs_matplotlib
+def test_bars_are_the_worlds_accuracies():
+    """The bar groups of the report's world (toy: score, colour, shape, direction; crowd: score, colour, count,
+    direction, speed); each bar the line's number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assert [k for k, _ in rp.TOYBENCH_BARS["crowd"]] == [
+        "score",
+        "color_acc",
+        "count_acc",
+        "direction_acc",
+        "speed_acc",
+    ]
+    for world in (None, "crowd"):
+        fig, (ax, note) = plt.subplots(2)
+        rp._plot_toybench(ax, note, fake_report(Path("run"), world=world))
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        lines = CROWD_LINES if world else LINES
+        want = (
+            ["score", "colour", "count", "direction", "speed"]
+            if world
+            else ["score", "colour", "shape", "direction"]
+        )
+        assert labels == want
+        # the bars, line by line (4 lines x the groups): their heights are the report's numbers
+        heights = [p.get_height() for p in ax.patches]
+        assert heights == pytest.approx([v for _, *vals in lines.values() for v in vals])
+        assert f"held-out {world or 'toy'}-world prompts" in ax.get_title()
+        plt.close(fig)

@@ -136,7 +136,7 @@ def test_every_enumerated_field_is_checked_with_its_choices(schema):
             checked += 1
     assert (
         checked
-        == {RootConfig: 12, ConsistencyDistillationConfig: 3, DiffusionConfig: 0, RewardFinetuneConfig: 2}[
+        == {RootConfig: 13, ConsistencyDistillationConfig: 3, DiffusionConfig: 0, RewardFinetuneConfig: 2}[
             schema
         ]
     )
