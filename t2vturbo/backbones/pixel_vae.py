@@ -35,7 +35,10 @@ class PixelUnshuffleVAE(nn.Module):
         self.factor = int(factor)
         self.shift = float(shift)
         self.config = SimpleNamespace(
-            scaling_factor=float(scaling_factor), factor=self.factor, latent_channels=3 * self.factor**2, shift=self.shift
+            scaling_factor=float(scaling_factor),
+            factor=self.factor,
+            latent_channels=3 * self.factor**2,
+            shift=self.shift,
         )
         self.register_buffer("_dtype_probe", torch.zeros(()), persistent=False)
 
@@ -63,4 +66,6 @@ class PixelUnshuffleVAE(nn.Module):
     @classmethod
     def from_pretrained(cls, path):
         cfg = json.loads((Path(path) / "config.json").read_text())
-        return cls(factor=cfg["factor"], scaling_factor=cfg.get("scaling_factor", 1.0), shift=cfg.get("shift", 0.0))
+        return cls(
+            factor=cfg["factor"], scaling_factor=cfg.get("scaling_factor", 1.0), shift=cfg.get("shift", 0.0)
+        )
