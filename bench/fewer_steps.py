@@ -6,7 +6,8 @@ the same w, and against the teacher's DDIM 50 at that w (paired over prompts, 95
 
 Every line uses the same held-out prompts and seed (:func:`t2vturbo.eval.toybench.select_prompts`), so a
 student line and a teacher line are paired prompt by prompt (:func:`~t2vturbo.eval.toybench.paired_difference`).
-The w is the export's (the middle of its training range) unless ``--guidance``.
+The w is the export's (the middle of its training range) unless ``--guidance``. The prompts and metrics are
+those of the export's toy world (:func:`t2vturbo.eval.report.report_world`: a crowd student gets crowd prompts).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from t2vturbo.eval import toybench as tb
-from t2vturbo.eval.report import _find_export, _load
+from t2vturbo.eval.report import _find_export, _load, report_world, training_config
 
 
 def main(argv=None) -> int:
@@ -27,7 +28,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--reference-steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=None)
-    ap.add_argument("--num-prompts", type=int, default=60)
+    ap.add_argument(
+        "--num-prompts",
+        type=int,
+        default=None,
+        help="default: all of the world's held-out prompts (toy 60, crowd 108)",
+    )
     ap.add_argument("--samples-per-prompt", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="default: RUN_DIR/fewer_steps.json")
@@ -36,11 +42,12 @@ def main(argv=None) -> int:
     export_dir, _ = _find_export(a.run_dir)
     bb, net, meta, teacher_bb, _ = _load(export_dir, None, "cpu")
     w = tb.student_guidance(meta) if a.guidance is None else float(a.guidance)
-    common = dict(prompts=tb.select_prompts(a.num_prompts, a.seed), seed=a.seed, meta=meta)
+    world = report_world({**meta, "config": training_config(export_dir, meta)}).name  # as the run report's
+    common = dict(prompts=tb.select_prompts(a.num_prompts, a.seed, world), seed=a.seed, meta=meta)
     t0 = time.perf_counter()
     ref = tb.run_toybench(teacher_bb, None, a.reference_steps, w, samples_per_prompt=1, **common)
     print(tb.format_summary(ref, f"teacher DDIM {a.reference_steps}, w={w:g}"), flush=True)
-    rows, out = [], {"guidance": w, "reference": ref, "steps": {}}
+    rows, out = [], {"world": world, "guidance": w, "reference": ref, "steps": {}}
     for n in a.steps:
         teacher = tb.run_toybench(teacher_bb, None, n, w, samples_per_prompt=a.samples_per_prompt, **common)
         student = tb.run_toybench(bb, net, n, w, samples_per_prompt=a.samples_per_prompt, **common)
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
         )
         print(rows[-1], flush=True)
     head = (
-        f"ToyBench score, w = {w:g}, {len(common['prompts'])} prompts x {a.samples_per_prompt} samples "
+        f"ToyBench score ({world} world), w = {w:g}, {len(common['prompts'])} prompts x {a.samples_per_prompt} samples "
         f"(teacher DDIM {a.reference_steps}: {ref['score']:.3f}, 1 sample); differences paired over prompts\n\n"
         "| steps | teacher DDIM | student | student − teacher DDIM (95 % CI) | student − DDIM "
         f"{a.reference_steps} (95 % CI) |\n|---|---|---|---|---|"

@@ -3,6 +3,7 @@
     python bench/motion_guidance.py                       # cost: step time + peak memory (~10 min, 2 cores)
     python bench/motion_guidance.py --quality             # + MG-on vs MG-off students on ToyBench
     python bench/motion_guidance.py --json outputs/bench/mg.json
+    python bench/motion_guidance.py --experiment crowd    # the crowd world (experiment=crowd, crowd teacher)
 
 **Cost.** Three real training runs of the same toy distillation (``python -m t2vturbo.distill
 experiment=toy``, same teacher, seed, batch and data), each ``--steps`` optimizer steps, run one
@@ -24,10 +25,14 @@ between medians of the same round and then the median over rounds.
 
 **Quality** (``--quality``). Two students distilled with the same seed, steps and data, MG off vs
 on (``guidance=motion``, online, ``guidance.inversion_stride`` = ``--inversion-stride`` to keep it
-CPU-sized), each scored by ToyBench (4 steps, all 60 held-out prompts): ``dynamic_degree``,
-``direction_acc`` and ``score``.
+CPU-sized), each scored by ToyBench (4 steps, all the world's held-out prompts: toy 60, crowd 108):
+``dynamic_degree``, ``direction_acc``, ``score`` and the world's other accuracies.
 
-Needs the toy teacher (``make toy-teacher`` or ``--teacher DIR``); writes its runs under ``--out``.
+``--experiment crowd`` does all of it on the crowd world instead (``experiment=crowd``, crowd shards, the crowd
+teacher, ToyBench's crowd prompts and metrics), in its own ``--out`` (default ``outputs/bench/motion_guidance_crowd``).
+
+Needs the experiment's teacher (``make toy-teacher EXPERIMENT=toy|crowd`` or ``--teacher DIR``); writes its runs
+under ``--out``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from sampling import cpu_model, loadavg  # noqa: E402
 
 MODES = ("no_mg", "online_mg", "precomputed")
+#: --experiment: the t2vturbo.distill experiment (named after its toy world) -> its default teacher
+EXPERIMENTS = {"toy": "t2vturbo/assets/toy_teacher", "crowd": "t2vturbo/assets/crowd_teacher"}
 
 
 def run(argv: list[str], env: dict, log: Path) -> float:
@@ -87,9 +94,24 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--teacher", default="t2vturbo/assets/toy_teacher", help="toy teacher folder (diffusers layout)"
+        "--experiment",
+        default="toy",
+        choices=sorted(EXPERIMENTS),
+        help="toy: experiment=toy on the one-shape world; crowd: experiment=crowd on the crowd world",
     )
-    p.add_argument("--out", default="outputs/bench/motion_guidance", help="work folder (runs, shards, logs)")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="teacher folder (diffusers layout; default: the experiment's, "
+        + ", ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items())
+        + ")",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="work folder (runs, shards, logs; default: outputs/bench/motion_guidance, "
+        "outputs/bench/motion_guidance_crowd for crowd)",
+    )
     p.add_argument("--steps", type=int, default=6, help="optimizer steps per cost run")
     p.add_argument("--warmup", type=int, default=1, help="first steps left out of the step time")
     p.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the three cost runs")
@@ -103,9 +125,18 @@ def parse_args(argv=None):
     p.add_argument(
         "--inversion-stride", type=int, default=10, help="guidance.inversion_stride of the MG-on quality run"
     )
-    p.add_argument("--prompts", type=int, default=60, help="ToyBench prompts for the quality runs")
+    p.add_argument(
+        "--prompts",
+        type=int,
+        default=None,
+        help="ToyBench prompts for the quality runs (default: all of the world's, toy 60, crowd 108)",
+    )
     p.add_argument("--json", default=None, help="write the results here")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    a.teacher = a.teacher or EXPERIMENTS[a.experiment]
+    if a.out is None:
+        a.out = "outputs/bench/motion_guidance" + ("" if a.experiment == "toy" else f"_{a.experiment}")
+    return a
 
 
 def main(argv=None) -> int:
@@ -114,9 +145,11 @@ def main(argv=None) -> int:
     teacher = Path(a.teacher).resolve()
     if not (teacher / "unet").is_dir():
         sys.exit(
-            f"no toy teacher at {teacher} (expected unet/ vae/ text_encoder/ tokenizer/ scheduler/): "
-            "run `make toy-teacher` or pass --teacher DIR"
+            f"no {a.experiment} teacher at {teacher} (expected unet/ vae/ text_encoder/ tokenizer/ scheduler/): "
+            f"run `make toy-teacher EXPERIMENT={a.experiment}` or pass --teacher DIR"
         )
+    if not (REPO / "t2vturbo" / "conf" / "experiment" / f"{a.experiment}.yaml").is_file():
+        sys.exit(f"no experiment={a.experiment} in this tree (t2vturbo/conf/experiment/{a.experiment}.yaml)")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONUNBUFFERED="1")
     py = sys.executable
     common = [
@@ -132,6 +165,8 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "threads": a.threads},
         "loadavg_start": loadavg(),
+        "experiment": a.experiment,
+        "teacher": str(teacher),
         "settings": {"steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "batch": a.batch},
     }
 
@@ -150,7 +185,8 @@ def main(argv=None) -> int:
 def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
     """Stage-1 precompute, then interleaved no-MG / online-MG / precomputed training runs."""
     res: dict = {}
-    # Clips: one shard of the toy world, enough for every run without repeating a clip.
+    world = a.experiment  # each experiment is named after its toy world
+    # Clips: one shard of the experiment's toy world, enough for every run without repeating a clip.
     n_clips = a.steps * a.batch
     shards = out / "shards"
     if not (shards / "toy-000000.tar").exists():
@@ -167,11 +203,13 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
                 str(n_clips),
                 "--seed",
                 "1",
+                *([] if world == "toy" else ["--world", world]),
             ],
             env,
             out / "logs" / "shards.log",
         )
-    data = ["data=toy_shards", f"data.urls={shards / 'toy-000000.tar'}", f"data.num_samples={n_clips}"]
+    # data_recipes.toy_world names the shards toy-*.tar in either world; data=crowd_shards sets data.world=crowd
+    data = [f"data={world}_shards", f"data.urls={shards / 'toy-000000.tar'}", f"data.num_samples={n_clips}"]
 
     # Stage 1 of the two-stage mode (timed once; its cost is paid offline, once per dataset).
     pre = out / "pre"
@@ -182,7 +220,7 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
             py,
             "-m",
             "t2vturbo.precompute",
-            "experiment=toy",
+            f"experiment={a.experiment}",
             "guidance=motion",
             "guidance.inversion_stride=1",
             *common,
@@ -212,6 +250,7 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
             "data=precomputed",
             f"data.urls={pre_shards[0]}",
             f"data.num_samples={n_clips}",
+            *([] if world == "toy" else [f"data.world={world}"]),  # data=precomputed does not say the world
         ],
     }
     rounds = []
@@ -225,7 +264,7 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
                     py,
                     "-m",
                     "t2vturbo.distill",
-                    "experiment=toy",
+                    f"experiment={a.experiment}",
                     *common,
                     *mode_args[mode],
                     f"train.max_steps={a.steps}",
@@ -265,7 +304,9 @@ def cost(a, out: Path, env: dict, py: str, common: list[str]) -> dict:
 
 
 def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:
-    """MG-off vs MG-on students: same seed, steps and data; ToyBench 4-step on both."""
+    """MG-off vs MG-on students: same seed, steps and data; ToyBench 4-step on both (the experiment's world)."""
+    from t2vturbo.eval.toybench import accuracy_keys  # lazy: imports torch (--help stays fast)
+
     common = [
         f"model.path={teacher}",
         "train.progress=false",
@@ -279,11 +320,12 @@ def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:
         "mg_on": ["guidance=motion", f"guidance.inversion_stride={a.inversion_stride}"],
     }
     q: dict = {"steps": a.quality_steps, "inversion_stride": a.inversion_stride, "prompts": a.prompts}
+    num_prompts = [] if a.prompts is None else ["--num-prompts", str(a.prompts)]
     for name, extra in runs.items():
         d = out / f"quality_{name}"
         subprocess.run(["rm", "-rf", str(d)], check=True)
         wall = run(
-            [py, "-m", "t2vturbo.distill", "experiment=toy", *common, *extra, f"output_dir={d}"],
+            [py, "-m", "t2vturbo.distill", f"experiment={a.experiment}", *common, *extra, f"output_dir={d}"],
             env,
             out / "logs" / f"quality_{name}.log",
         )
@@ -297,8 +339,9 @@ def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:
                 str(d / "export"),
                 "--steps",
                 "4",
-                "--num-prompts",
-                str(a.prompts),
+                "--world",
+                a.experiment,
+                *num_prompts,
                 "--json",
                 str(rep),
             ],
@@ -306,12 +349,10 @@ def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:
             out / "logs" / f"toybench_{name}.log",
         )
         tb = json.loads(rep.read_text())
+        q["prompts"] = tb["num_prompts"]
         q[name] = {
             "train_wall_s": wall,
-            **{
-                k: tb[k]
-                for k in ("score", "color_acc", "shape_acc", "direction_acc", "dynamic_degree", "flicker")
-            },
+            **{k: tb[k] for k in (*accuracy_keys(tb), "dynamic_degree", "flicker")},
         }
         print(
             f"{name}: dynamic_degree {tb['dynamic_degree']:.3f} direction_acc {tb['direction_acc']:.3f} "

@@ -1,6 +1,7 @@
 """How close do few-step samplers get to the teacher's ODE solution?
 
     python bench/ode_distance.py [--student outputs/toy] [--prompts 60] [--steps 1 2 4] [--json OUT]
+    python bench/ode_distance.py --student outputs/crowd   # a crowd student: the crowd world's prompts
 
 Consistency distillation trains the student to jump to the solution of the teacher's guided
 probability-flow ODE. For each held-out prompt and a fixed noise z_T, this measures the latent MSE
@@ -10,7 +11,8 @@ between that solution (teacher, DDIM 50 steps + CFG at the student's guidance) a
 from the same z_T, prompt and guidance. It is a finer view than ToyBench's attribute accuracies,
 which an x0-predicting toy teacher already saturates at 4 DDIM steps. Side by side in one run.
 The ratio (teacher DDIM MSE / student MSE) comes with a 95 % percentile-bootstrap interval over
-prompts (each prompt's two MSEs resampled together).
+prompts (each prompt's two MSEs resampled together). The prompts are the held-out prompts of the student's
+toy world (:func:`t2vturbo.eval.report.report_world`: toy or crowd).
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def ode_distances(student: str, num_prompts: int, steps: list[int], batch: int = 20) -> dict:
+def ode_distances(student: str, num_prompts: int | None, steps: list[int], batch: int = 20) -> dict:
+    from t2vturbo.eval.report import report_world, training_config
     from t2vturbo.eval.toybench import select_prompts
     from t2vturbo.sample import export_sampling_kwargs, load_student, sample_student, sample_teacher
+    from t2vturbo.student_export import StudentExport
 
     bb, net, meta = load_student(student)
     w = float(meta["guidance"])
     size, cm = export_sampling_kwargs(meta)
-    prompts = select_prompts(num_prompts, 0)
+    # the run report's world: its shards', else its training config's data.world, else its teacher's
+    world = report_world({**meta, "config": training_config(StudentExport.resolve(student).dir, meta)}).name
+    prompts = select_prompts(num_prompts, 0, world)
     per: dict[str, list[float]] = {f"student_{s}": [] for s in steps} | {
         f"teacher_ddim_{s}": [] for s in steps
     }
@@ -54,6 +60,7 @@ def ode_distances(student: str, num_prompts: int, steps: list[int], batch: int =
         ratio_ci[str(s)] = [float(q) for q in np.quantile(te[idx].mean(1) / st[idx].mean(1), [0.025, 0.975])]
     return {
         "student": str(student),
+        "world": world,
         "guidance": w,
         "num_prompts": len(prompts),
         "reference": "teacher DDIM 50",
@@ -66,13 +73,19 @@ def ode_distances(student: str, num_prompts: int, steps: list[int], batch: int =
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--student", default="outputs/toy", help="student export (or the run's output dir)")
-    ap.add_argument("--prompts", type=int, default=60)
+    ap.add_argument(
+        "--prompts",
+        type=int,
+        default=None,
+        help="default: all of the world's held-out prompts (toy 60, crowd 108)",
+    )
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     rep = ode_distances(a.student, a.prompts, a.steps)
     print(
-        f"latent MSE to the teacher's 50-step DDIM + CFG {rep['guidance']:g} solution, {rep['num_prompts']} prompts:"
+        f"latent MSE to the teacher's 50-step DDIM + CFG {rep['guidance']:g} solution, "
+        f"{rep['num_prompts']} {rep['world']}-world prompts:"
     )
     print("| steps | student | teacher DDIM | ratio (teacher / student) | 95 % interval |")
     print("| --- | --- | --- | --- | --- |")

@@ -2,12 +2,15 @@
 
     python bench/reward_effect.py --distill          # colour reward beta>0 vs beta=0 distillation (#3/#5 target)
     python bench/reward_effect.py --vader            # VADER mode: 100 steps of reward fine-tuning (#5 target)
+    python bench/reward_effect.py --distill --experiment crowd   # --distill on the crowd world (--vader: toy only)
 
 ``--distill``: two students distilled from the same teacher with the same seed, steps and data
 (``experiment=toy``), one with ``reward=toy`` (toy colour reward, beta = ``--beta``) and one without;
-both scored by ToyBench (4 steps, all 60 held-out prompts); the teacher's 50-step ToyBench in the
-same run for reference. ``--vader``: ``experiment=toy_vader`` from a distilled student
-(``--student``), ToyBench (and the mean toy-colour reward of the ToyBench samples) before and after.
+both scored by ToyBench (4 steps, all the world's held-out prompts: toy 60, crowd 108); the teacher's 50-step
+ToyBench in the same run for reference. ``--experiment crowd``: the same on the crowd world (``experiment=crowd``,
+the crowd teacher, ToyBench's crowd prompts and metrics; default ``--out`` outputs/bench/rewards_crowd).
+``--vader`` (toy only): ``experiment=toy_vader`` from a distilled student (``--student``), ToyBench (and the mean
+toy-colour reward of the ToyBench samples) before and after.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: --experiment: the t2vturbo.distill experiment (named after its toy world) -> its default teacher
+EXPERIMENTS = {"toy": "t2vturbo/assets/toy_teacher", "crowd": "t2vturbo/assets/crowd_teacher"}
 
 
 def sh(argv, log: Path, env):
@@ -31,7 +36,11 @@ def sh(argv, log: Path, env):
         sys.exit(f"{' '.join(map(str, argv))} failed; see {log}:\n{log.read_text()[-3000:]}")
 
 
-def toybench(target: Path, out: Path, env, steps=4, teacher=False, prompts=60) -> dict:
+def toybench(target: Path, out: Path, env, steps=4, teacher=False, prompts=None, world="toy") -> dict:
+    """ToyBench of ``target`` on ``world``'s first ``prompts`` held-out prompts (None: all): the world's
+    accuracies, dynamic degree, flicker and steps."""
+    from t2vturbo.eval.toybench import accuracy_keys  # lazy: imports torch (--help stays fast)
+
     rep = out.with_suffix(".json")
     argv = [
         sys.executable,
@@ -41,8 +50,9 @@ def toybench(target: Path, out: Path, env, steps=4, teacher=False, prompts=60) -
         str(target),
         "--steps",
         str(steps),
-        "--num-prompts",
-        str(prompts),
+        "--world",
+        world,
+        *([] if prompts is None else ["--num-prompts", str(prompts)]),
         "--json",
         str(rep),
     ]
@@ -50,16 +60,25 @@ def toybench(target: Path, out: Path, env, steps=4, teacher=False, prompts=60) -
         argv.append("--teacher")
     sh(argv, out.with_suffix(".log"), env)
     r = json.loads(rep.read_text())
-    return {
-        k: r[k]
-        for k in ("score", "color_acc", "shape_acc", "direction_acc", "dynamic_degree", "flicker", "steps")
-    }
+    return {k: r[k] for k in (*accuracy_keys(r), "dynamic_degree", "flicker", "steps")}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="t2vturbo/assets/toy_teacher")
-    p.add_argument("--out", default="outputs/bench/rewards")
+    p.add_argument(
+        "--experiment",
+        default="toy",
+        choices=sorted(EXPERIMENTS),
+        help="toy: experiment=toy on the one-shape world; crowd: experiment=crowd on the crowd world (no --vader)",
+    )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="default: the experiment's, " + ", ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()),
+    )
+    p.add_argument(
+        "--out", default=None, help="default: outputs/bench/rewards, outputs/bench/rewards_crowd for crowd"
+    )
     p.add_argument("--distill", action="store_true")
     p.add_argument("--vader", action="store_true")
     p.add_argument("--steps", type=int, default=200, help="distillation steps of each --distill run")
@@ -68,14 +87,28 @@ def main(argv=None) -> int:
         "--student", default=None, help="--vader: student export to fine-tune (default: the beta=0 run's)"
     )
     p.add_argument("--vader-steps", type=int, default=100)
-    p.add_argument("--prompts", type=int, default=60)
+    p.add_argument(
+        "--prompts",
+        type=int,
+        default=None,
+        help="ToyBench prompts (default: all of the world's, toy 60, crowd 108)",
+    )
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    if a.vader and a.experiment != "toy":
+        sys.exit(
+            f"--vader is toy-only (experiment=toy_vader); drop it or use --experiment toy, not {a.experiment}"
+        )
+    a.teacher = a.teacher or EXPERIMENTS[a.experiment]
+    a.out = a.out or "outputs/bench/rewards" + ("" if a.experiment == "toy" else f"_{a.experiment}")
+    if a.distill and not (REPO / "t2vturbo" / "conf" / "experiment" / f"{a.experiment}.yaml").is_file():
+        sys.exit(f"no experiment={a.experiment} in this tree (t2vturbo/conf/experiment/{a.experiment}.yaml)")
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
     out = Path(a.out).resolve()
     teacher = Path(a.teacher).resolve()
     res: dict = {
         "date": datetime.date.today().isoformat(),
+        "experiment": a.experiment,
         "teacher": str(teacher),
         "command": " ".join(["reward_effect.py", *(argv if argv is not None else sys.argv[1:])]),
     }
@@ -88,7 +121,7 @@ def main(argv=None) -> int:
     ]
     if a.distill:
         res["teacher_50"] = toybench(
-            teacher, out / "teacher_50", env, steps=50, teacher=True, prompts=a.prompts
+            teacher, out / "teacher_50", env, steps=50, teacher=True, prompts=a.prompts, world=a.experiment
         )
         for name, extra in (("beta0", []), ("beta", ["reward=toy", f"reward.weights.toy_color={a.beta}"])):
             d = out / f"distill_{name}"
@@ -98,7 +131,7 @@ def main(argv=None) -> int:
                     sys.executable,
                     "-m",
                     "t2vturbo.distill",
-                    "experiment=toy",
+                    f"experiment={a.experiment}",
                     *common,
                     *extra,
                     f"train.max_steps={a.steps}",
@@ -107,7 +140,9 @@ def main(argv=None) -> int:
                 out / f"distill_{name}.log",
                 env,
             )
-            res[f"student_{name}"] = toybench(d / "export", out / f"toybench_{name}", env, prompts=a.prompts)
+            res[f"student_{name}"] = toybench(
+                d / "export", out / f"toybench_{name}", env, prompts=a.prompts, world=a.experiment
+            )
             print(name, res[f"student_{name}"], flush=True)
         print("teacher 50-step", res["teacher_50"], flush=True)
     if a.vader:

@@ -180,7 +180,8 @@ def _data_line(cfg: dict[str, Any]) -> str:
     d = cfg.get("data") or {}
     kind = d.get("kind", "?")
     if kind == "toy":
-        return "the toy world, rendered on the fly (`data.kind=toy`)"
+        world = d.get("world", "toy")
+        return f"the {world} world, rendered on the fly (`data.kind=toy data.world={world}`)"
     if kind == "shards":
         return f"webdataset shards `{Path(str(d.get('urls') or '?')).name}` (`data.kind=shards`)"
     if kind == "mixture":

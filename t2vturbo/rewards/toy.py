@@ -1,8 +1,9 @@
 """Analytic, differentiable rewards for the toy world (:mod:`t2vturbo.data.toy`).
 
-No weights: both rewards read the prompt with :func:`~t2vturbo.data.toy.parse_caption`
-and score pixel statistics of a *soft* foreground mask.  A prompt that is not a toy
-caption (real prompts may be mixed into a batch) scores exactly 0 with zero gradient and
+No weights: both rewards read the prompt with its toy world's caption parser (the single-shape
+world's or the crowd world's, :func:`t2vturbo.data.worlds.world_of_prompt`: both name a colour and a
+direction, on the same background) and score pixel statistics of a *soft* foreground mask.  A prompt that is
+not a toy-world caption (real prompts may be mixed into a batch) scores exactly 0 with zero gradient and
 is counted in ``reward.num_unparsable`` (``reward.last_valid`` is the mask of the last
 call); it never raises.
 
@@ -60,7 +61,8 @@ from functools import lru_cache
 
 import torch
 
-from ..data.toy import BACKGROUND, COLORS, DIRECTION_VECTORS, parse_caption
+from ..data.toy import BACKGROUND, COLORS, DIRECTION_VECTORS
+from ..data.worlds import world_of_prompt
 from .base import Reward, to_unit_range
 from .registry import register
 
@@ -82,7 +84,7 @@ PRIOR_WEIGHT = 1e-3
 @lru_cache(maxsize=4096)
 def _parse(prompt: str) -> dict[str, str] | None:
     try:
-        return parse_caption(prompt)
+        return world_of_prompt(prompt).parse_caption(prompt)
     except ValueError:
         return None
 

@@ -168,3 +168,35 @@ def test_toybench_scores_crowd_prompts_with_the_crowd_metrics(monkeypatch):
     )
     with pytest.raises(ValueError, match="different toy worlds"):
         tb.paired_difference(res, toy_res)
+
+
+def test_model_card_names_the_world():
+    from t2vturbo.hub import _data_line
+
+    assert _data_line({"data": {"kind": "toy", "world": "crowd"}}).startswith(
+        "the crowd world, rendered on the fly"
+    )
+    assert _data_line({"data": {"kind": "toy"}}).startswith("the toy world, rendered on the fly")
+
+
+def test_toy_rewards_read_crowd_captions():
+    """The toy colour and motion rewards score crowd prompts (both worlds name a colour and a direction): the right
+    colour / direction beats every wrong one on clean crowd clips; an unparsable prompt still scores 0."""
+    from t2vturbo.rewards import build
+
+    color, motion = build("toy_color"), build("toy_motion")
+    for true in crowd.COLORS:
+        prompt = f"two {true} balls moving right fast"
+        clip = torch.from_numpy(crowd_clip(prompt, 5)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        prompts = [f"two {c} balls moving right fast" for c in crowd.COLORS]
+        r = color(clip.unsqueeze(0).expand(len(prompts), -1, -1, -1, -1), prompts)
+        i = list(crowd.COLORS).index(true)
+        assert r[i] > -0.01 and (torch.cat([r[:i], r[i + 1 :]]) < r[i] - 0.5).all(), (true, r)
+    clip = (
+        torch.from_numpy(crowd_clip("three red balls moving up slow", 6)).permute(0, 3, 1, 2).float() / 127.5
+        - 1
+    )
+    dirs = ["moving up slow", "moving down slow", "moving left slow", "moving right slow", "standing still"]
+    r = motion(clip.unsqueeze(0).expand(len(dirs), -1, -1, -1, -1), [f"three red balls {d}" for d in dirs])
+    assert r[0] > 0.3 and (r[1:] < r[0] - 0.5).all(), r
+    assert color(clip.unsqueeze(0), ["a cat"]).item() == 0.0
