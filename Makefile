@@ -2,24 +2,36 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXPERIMENT ?= toy
+EXPERIMENT ?= crowd
 ARGS ?=
 STEPS ?= 4
+# The toy worlds (docs/TOY_WORLDS.md): EXPERIMENT=crowd (the default: one to three balls at random places and
+# speeds, where the teacher's few-step DDIM is poor) and EXPERIMENT=toy (one shape). Each has a shipped teacher
+# (t2vturbo/assets/<world>_teacher/MANIFEST.json) and shards that `make distill` writes when missing; `make
+# toy-teacher` retrains the world's teacher into artifacts/<world>_teacher.
+ifeq ($(EXPERIMENT),toy)
+WORLD := toy
 PROMPT ?= a red circle moving left
-# The shipped toy teacher (t2vturbo/assets/toy_teacher/MANIFEST.json); `make toy-teacher` retrains one
-# into artifacts/toy_teacher with the same three-stage recipe (conf/experiment/toy_teacher.yaml).
-TOY_TEACHER_DIR ?= t2vturbo/assets/toy_teacher
-TOY_TEACHER := $(TOY_TEACHER_DIR)/unet/config.json
-RETRAINED_TEACHER := artifacts/toy_teacher/unet/config.json
-TOY_SHARDS := artifacts/toy_shards/index.json
+# its MANIFEST's reference scores are at w = 4
+TOY_TEACHER_GUIDANCE ?= 4
 TOYBENCH_PROMPTS ?= 60
+else ifeq ($(EXPERIMENT),crowd)
+WORLD := crowd
+PROMPT ?= two red balls moving left fast
+TOY_TEACHER_GUIDANCE ?= 4
+TOYBENCH_PROMPTS ?= 60
+endif
+PROMPT ?= a red circle moving left
+TOY_TEACHER_DIR ?= t2vturbo/assets/$(WORLD)_teacher
+TOY_TEACHER := $(TOY_TEACHER_DIR)/unet/config.json
+RETRAINED_TEACHER := artifacts/$(WORLD)_teacher/unet/config.json
+TOY_SHARDS := artifacts/$(WORLD)_shards/index.json
 # The report at the end of `make distill` (python -m t2vturbo.eval.report, docs/EVALUATION.md): the 4-step ToyBench
-# lines use TOYBENCH_SAMPLES samples per prompt; the student is compared with the teacher's DDIM at the student's
-# guidance (TOY_GUIDANCE; empty: the export's, the middle of its training w range, 10 for experiment=toy) and at the
-# teacher's own best few-step guidance (TOY_TEACHER_GUIDANCE; its MANIFEST's reference scores are at w = 4).
+# lines use TOYBENCH_SAMPLES samples per prompt on the first TOYBENCH_PROMPTS held-out prompts of the world; the
+# student is compared with the teacher's DDIM at the student's guidance (TOY_GUIDANCE; empty: the export's, the
+# middle of its training w range) and at the teacher's own best few-step guidance (TOY_TEACHER_GUIDANCE).
 TOYBENCH_SAMPLES ?= 4
 TOY_GUIDANCE ?=
-TOY_TEACHER_GUIDANCE ?= 4
 # prompts of the report's guidance-response check (4 w values, teacher DDIM 50 at each)
 GUIDANCE_RESPONSE_PROMPTS ?= 8
 # Cluster (docs/CLUSTER.md). LAUNCHER=slurm submits launch/distill.sbatch instead of running here; unset,
@@ -61,20 +73,20 @@ distill: setup
 		--cpus-per-task '$(CPUS_PER_TASK)' --partition '$(PARTITION)' --time '$(TIME)' $(strip \
 		$(foreach a,$(SBATCH_ARGS),'--sbatch=$(a)') $(if $(filter 1 yes true,$(WAIT)),--wait)) \
 		-- experiment=$(EXPERIMENT) $(ARGS)
-# Local run (no cluster): distil the shipped toy teacher into a 4-step student, reading the toy
-# world's webdataset shards (written first if missing). Ends with the run's report (t2vturbo.eval.report,
-# also written to outputs/toy/report.json and report.md): the ToyBench lines of the teacher (DDIM 4 at the
-# student's guidance and at its own, DDIM 50 at its own) and of the student (4 steps), the student minus each
-# teacher line, paired over prompts with a 95 % bootstrap interval, and how far the student's samples follow
-# w compared with the teacher's (the guidance response).
-else ifeq ($(EXPERIMENT),toy)
+# Local run (no cluster): distil the world's shipped teacher into a 4-step student, reading the world's
+# webdataset shards (written first if missing). Ends with the run's report (t2vturbo.eval.report, also written to
+# outputs/$(EXPERIMENT)/report.json and report.md): the ToyBench lines of the teacher (DDIM 4 at the student's
+# guidance and at its own, DDIM 50 at its own) and of the student (4 steps), the student minus each teacher line,
+# paired over prompts with a 95 % bootstrap interval, and how far the student's samples follow w compared with
+# the teacher's (the guidance response).
+else ifneq ($(WORLD),)
 distill: setup $(TOY_TEACHER) $(TOY_SHARDS)
-	$(PY) -m t2vturbo.distill experiment=toy model.path=$(TOY_TEACHER_DIR) $(ARGS)
-	$(PY) -m t2vturbo.eval.report outputs/toy --teacher $(TOY_TEACHER_DIR) --num-prompts $(TOYBENCH_PROMPTS) \
+	$(PY) -m t2vturbo.distill experiment=$(EXPERIMENT) model.path=$(TOY_TEACHER_DIR) $(ARGS)
+	$(PY) -m t2vturbo.eval.report outputs/$(EXPERIMENT) --teacher $(TOY_TEACHER_DIR) --num-prompts $(TOYBENCH_PROMPTS) \
 		--samples-per-prompt $(TOYBENCH_SAMPLES) $(if $(TOY_GUIDANCE),--guidance $(TOY_GUIDANCE)) \
 		--teacher-guidance $(TOY_TEACHER_GUIDANCE) --guidance-response-prompts $(GUIDANCE_RESPONSE_PROMPTS)
-	$(PY) -m t2vturbo.hub card outputs/toy/export --report outputs/toy/report.json
-	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --prompt \"$(PROMPT)\""
+	$(PY) -m t2vturbo.hub card outputs/$(EXPERIMENT)/export --report outputs/$(EXPERIMENT)/report.json
+	@echo "sample it with: $(PY) -m t2vturbo.sample --steps 4 --checkpoint outputs/$(EXPERIMENT)/export --prompt \"$(PROMPT)\""
 else
 distill: setup
 	$(PY) -m t2vturbo.distill experiment=$(EXPERIMENT) $(ARGS)
@@ -94,10 +106,16 @@ distill-cancel:
 		if [ -n "$$ids" ]; then scancel $$ids && echo "cancelled $$ids"; else echo 'no t2vturbo jobs'; fi; fi
 
 $(TOY_SHARDS): | setup
-	$(PY) -m data_recipes.toy_world --out artifacts/toy_shards --num-clips 1024 --shard-size 256 --textured-fraction 0
+	$(PY) -m data_recipes.toy_world --world $(WORLD) --out artifacts/$(WORLD)_shards --num-clips 1024 --shard-size 256 \
+		--textured-fraction 0
 
+# Retrain the world's teacher into artifacts/<world>_teacher (re-running resumes from the last checkpoint).
+# In stages (crowd: 2, toy: 3; t2vturbo/conf/experiment/<world>_teacher*.yaml; docs/TOY_WORLDS.md, docs/TEACHERS.md).
 toy-teacher: $(RETRAINED_TEACHER)
-$(RETRAINED_TEACHER): | setup
+artifacts/crowd_teacher/unet/config.json: | setup
+	$(PY) -m t2vturbo.distill experiment=crowd_teacher
+	$(PY) -m t2vturbo.distill experiment=crowd_teacher_high
+artifacts/toy_teacher/unet/config.json: | setup
 	$(PY) -m t2vturbo.distill experiment=toy_teacher
 	$(PY) -m t2vturbo.distill experiment=toy_teacher_direction
 	$(PY) -m t2vturbo.distill experiment=toy_teacher_finish
