@@ -56,11 +56,12 @@ def make(env, *args, timeout=600):
 
 
 def make_distill(env, overrides, *extra, timeout=600):
-    """`make distill LAUNCHER=slurm` with 2 CPU tasks; ARGS is a shell-quoted command line."""
+    """`make distill LAUNCHER=slurm EXPERIMENT=toy` with 2 CPU tasks; ARGS is a shell-quoted command line."""
     return make(
         env,
         "distill",
         "LAUNCHER=slurm",
+        "EXPERIMENT=toy",
         "GPUS=0",
         "TASKS_PER_NODE=2",
         "CPUS_PER_TASK=1",
