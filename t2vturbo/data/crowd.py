@@ -33,10 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from .toy import COLORS, DIRECTION_VECTORS, DIRECTIONS, _background, _shape_masks
+from .toy import COLORS, DIRECTION_VECTORS, DIRECTIONS, ToyClipDataset, _background, _shape_masks
 
 __all__ = [
     "COUNT_WORDS",
@@ -244,48 +242,17 @@ def render_clip(
 # --------------------------------------------------------------------------- dataset
 
 
-class CrowdClipDataset(Dataset):
-    """Map-style dataset of crowd clips, the interface of :class:`t2vturbo.data.toy.ToyClipDataset`:
-    item ``i`` is a pure function of ``(seed, i)``; ``video`` float32 ``[F, 3, H, W]`` in [-1, 1],
-    ``caption``, ``attrs`` (flat: color, count, direction, speed_class ("" when still), speed), ``index``."""
+class CrowdClipDataset(ToyClipDataset):
+    """Map-style dataset of crowd clips: :class:`t2vturbo.data.toy.ToyClipDataset` with the crowd world's sampler,
+    renderer and captions. Item ``i`` is a pure function of ``(seed, i)``; ``video`` float32 ``[F, 3, H, W]`` in
+    [-1, 1], ``caption``, ``attrs`` (flat: color, count, direction, speed, speed_class ("" when still)), ``index``."""
 
-    def __init__(
-        self,
-        num_samples: int = 100_000,
-        num_frames: int = 8,
-        size: int = 32,
-        seed: int = 0,
-        textured: bool = False,
-        directions: Sequence[str] | None = None,
-    ) -> None:
-        if num_samples < 0:
-            raise ValueError("num_samples must be >= 0")
-        if directions is not None and (not directions or any(d not in DIRECTIONS for d in directions)):
-            raise ValueError(
-                f"directions must be a non-empty subset of {list(DIRECTIONS)}, got {list(directions)}"
-            )
-        self.directions = None if directions is None else tuple(directions)
-        self.num_samples, self.num_frames, self.size = int(num_samples), int(num_frames), int(size)
-        self.seed, self.textured = int(seed), bool(textured)
+    _sample_attributes = staticmethod(sample_attributes)
+    _render_clip = staticmethod(render_clip)
+    _caption = staticmethod(caption)
 
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def attributes(self, i: int) -> tuple[CrowdAttributes, int]:
-        """Attributes and background seed of item ``i`` (no rendering)."""
-        rng = np.random.default_rng([self.seed, int(i)])
-        attrs = sample_attributes(rng, size=self.size, num_frames=self.num_frames, directions=self.directions)
-        return attrs, int(rng.integers(2**31 - 1))
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = int(i)
-        if i < 0:
-            i += self.num_samples
-        if not 0 <= i < self.num_samples:
-            raise IndexError(f"index {i} out of range for dataset of length {self.num_samples}")
-        attrs, bg_seed = self.attributes(i)
-        clip = render_clip(attrs, self.num_frames, self.size, textured=self.textured, seed=bg_seed)
-        video = torch.from_numpy(clip).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+    @staticmethod
+    def _flat_attrs(attrs: CrowdAttributes) -> dict[str, Any]:
         flat = {k: attrs.to_dict()[k] for k in ("color", "count", "direction", "speed")}
         flat["speed_class"] = attrs.speed_class or ""
-        return {"video": video, "caption": caption(attrs), "attrs": flat, "index": i}
+        return flat

@@ -358,13 +358,24 @@ class ToyClipDataset(Dataset):
         self.seed = int(seed)
         self.textured = bool(textured)
 
+    # The world's pieces; another toy world's dataset (t2vturbo/data/crowd.py) overrides these four.
+    _sample_attributes = staticmethod(sample_attributes)
+    _render_clip = staticmethod(render_clip)
+    _caption = staticmethod(caption)
+
+    @staticmethod
+    def _flat_attrs(attrs: ToyAttributes) -> dict[str, Any]:
+        return attrs.to_dict()
+
     def __len__(self) -> int:
         return self.num_samples
 
     def attributes(self, i: int) -> tuple[ToyAttributes, int]:
         """Attributes and background seed of item ``i`` (no rendering)."""
         rng = np.random.default_rng([self.seed, int(i)])
-        attrs = sample_attributes(rng, size=self.size, num_frames=self.num_frames, directions=self.directions)
+        attrs = self._sample_attributes(
+            rng, size=self.size, num_frames=self.num_frames, directions=self.directions
+        )
         bg_seed = int(rng.integers(2**31 - 1))
         return attrs, bg_seed
 
@@ -375,6 +386,6 @@ class ToyClipDataset(Dataset):
         if not 0 <= i < self.num_samples:
             raise IndexError(f"index {i} out of range for dataset of length {self.num_samples}")
         attrs, bg_seed = self.attributes(i)
-        clip = render_clip(attrs, self.num_frames, self.size, textured=self.textured, seed=bg_seed)
+        clip = self._render_clip(attrs, self.num_frames, self.size, textured=self.textured, seed=bg_seed)
         video = torch.from_numpy(clip).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
-        return {"video": video, "caption": caption(attrs), "attrs": attrs.to_dict(), "index": i}
+        return {"video": video, "caption": self._caption(attrs), "attrs": self._flat_attrs(attrs), "index": i}
