@@ -25,7 +25,7 @@ between medians of the same round and then the median over rounds.
 
 **Quality** (``--quality``). Two students distilled with the same seed, steps and data, MG off vs
 on (``guidance=motion``, online, ``guidance.inversion_stride`` = ``--inversion-stride`` to keep it
-CPU-sized), each scored by ToyBench (4 steps, all the world's held-out prompts: toy 60, crowd 108):
+CPU-sized; every run of this bench is ``reward=none``: motion guidance alone), each scored by ToyBench (4 steps, all the world's held-out prompts: toy 60, crowd 108):
 ``dynamic_degree``, ``direction_acc``, ``score`` and the world's other accuracies.
 
 ``--experiment crowd`` does all of it on the crowd world instead (``experiment=crowd``, crowd shards, the crowd
@@ -155,6 +155,7 @@ def main(argv=None) -> int:
     common = [
         f"model.path={teacher}",
         "train.progress=false",
+        "reward=none",  # motion guidance alone (experiment=crowd trains with the colour reward)
         "train.eval_every=0",
         "train.log_every=1",
         f"train.micro_batch_size={a.batch}",
@@ -310,6 +311,7 @@ def quality(a, out: Path, teacher: Path, env: dict, py: str) -> dict:
     common = [
         f"model.path={teacher}",
         "train.progress=false",
+        "reward=none",  # motion guidance alone (experiment=crowd trains with the colour reward)
         "train.eval_every=0",
         "train.log_every=10",
         f"train.max_steps={a.quality_steps}",

@@ -5,7 +5,7 @@
     python bench/reward_effect.py --distill --experiment crowd   # --distill on the crowd world (--vader: toy only)
 
 ``--distill``: two students distilled from the same teacher with the same seed, steps and data
-(``experiment=toy``), one with ``reward=toy`` (toy colour reward, beta = ``--beta``) and one without;
+(``experiment=toy``), one with ``reward=toy`` (toy colour reward, beta = ``--beta``) and one with ``reward=none``;
 both scored by ToyBench (4 steps, all the world's held-out prompts: toy 60, crowd 108); the teacher's 50-step
 ToyBench in the same run for reference. ``--experiment crowd``: the same on the crowd world (``experiment=crowd``,
 the crowd teacher, ToyBench's crowd prompts and metrics; default ``--out`` outputs/bench/rewards_crowd).
@@ -123,7 +123,11 @@ def main(argv=None) -> int:
         res["teacher_50"] = toybench(
             teacher, out / "teacher_50", env, steps=50, teacher=True, prompts=a.prompts, world=a.experiment
         )
-        for name, extra in (("beta0", []), ("beta", ["reward=toy", f"reward.weights.toy_color={a.beta}"])):
+        # beta0 names reward=none: the experiment's own reward (experiment=crowd: the colour reward) is off
+        for name, extra in (
+            ("beta0", ["reward=none"]),
+            ("beta", ["reward=toy", f"reward.weights.toy_color={a.beta}"]),
+        ):
             d = out / f"distill_{name}"
             subprocess.run(["rm", "-rf", str(d)], check=True)
             sh(
