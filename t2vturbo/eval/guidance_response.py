@@ -15,7 +15,7 @@ and reports
   * ``response``: how much the student's samples change between the lowest and highest w,
     relative to how much the teacher's change, MSE(S(w_lo), S(w_hi)) / MSE(T(w_lo), T(w_hi)),
     with a 95 % percentile-bootstrap interval over prompts. 1 = moves as far as the teacher,
-    0 = ignores w (a freshly made student, whose guidance embedding starts at zero, is exactly 0).
+    0 = ignores w (a student whose w projection is zeroed is exactly 0; T2V-Turbo's random init is not).
 
 Side by side in one run; no timing. ``python bench/guidance_response.py`` is its command line;
 ``python -m t2vturbo.eval.report`` runs it at the end of a run's report.
