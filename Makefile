@@ -11,17 +11,14 @@ STEPS ?= 4
 # toy-teacher` retrains the world's teacher into artifacts/<world>_teacher.
 ifeq ($(EXPERIMENT),toy)
 WORLD := toy
-PROMPT ?= a red circle moving left
-# its MANIFEST's reference scores are at w = 4
-TOY_TEACHER_GUIDANCE ?= 4
-TOYBENCH_PROMPTS ?= 60
 else ifeq ($(EXPERIMENT),crowd)
 WORLD := crowd
 PROMPT ?= two red balls moving left fast
-TOY_TEACHER_GUIDANCE ?= 4
-TOYBENCH_PROMPTS ?= 60
 endif
 PROMPT ?= a red circle moving left
+# both shipped teachers' MANIFEST reference scores are at w = 4
+TOY_TEACHER_GUIDANCE ?= 4
+TOYBENCH_PROMPTS ?= 60
 TOY_TEACHER_DIR ?= t2vturbo/assets/$(WORLD)_teacher
 TOY_TEACHER := $(TOY_TEACHER_DIR)/unet/config.json
 RETRAINED_TEACHER := artifacts/$(WORLD)_teacher/unet/config.json

@@ -25,8 +25,9 @@ between medians of the same round and then the median over rounds.
 
 **Quality** (``--quality``). Two students distilled with the same seed, steps and data, MG off vs
 on (``guidance=motion``, online, ``guidance.inversion_stride`` = ``--inversion-stride`` to keep it
-CPU-sized; every run of this bench is ``reward=none``: motion guidance alone), each scored by ToyBench (4 steps, all the world's held-out prompts: toy 60, crowd 108):
-``dynamic_degree``, ``direction_acc``, ``score`` and the world's other accuracies.
+CPU-sized), each scored by ToyBench (4 steps, all the world's held-out prompts: toy 60, crowd 108):
+``dynamic_degree``, ``direction_acc``, ``score`` and the world's other accuracies. Every run of this bench is
+``reward=none``: motion guidance alone, whatever reward the experiment trains with.
 
 ``--experiment crowd`` does all of it on the crowd world instead (``experiment=crowd``, crowd shards, the crowd
 teacher, ToyBench's crowd prompts and metrics), in its own ``--out`` (default ``outputs/bench/motion_guidance_crowd``).
